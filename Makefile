@@ -1,0 +1,39 @@
+# The two README commands: `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sluice-installed
+UV_VERSION := 0.13.9
+
+.PHONY: setup demo test test-fast lint lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml images/ml-steps/pyproject.toml requirements/lock.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Sluice needs Python 3.11+; run: make PYTHON=python3.12 ...")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements/lock.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e . -e images/ml-steps
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/sluice demo
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not integration"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Re-pin every dependency (run after editing either pyproject.toml).
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml images/ml-steps/pyproject.toml --extra dev --universal \
+		--python-version 3.11 -o requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .sluice .tools .pytest_cache .ruff_cache

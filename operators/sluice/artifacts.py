@@ -1,0 +1,77 @@
+"""Artifact store: fsspec URIs under ``{root}/{dag_id}/{run_id}/{task_id}/``.
+
+A plain directory on a laptop, ``s3://`` (MinIO or any S3) on a cluster; the same functions serve both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def join(prefix: str, *parts: str) -> str:
+    return "/".join([prefix.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def task_prefix(root: str, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    """Where one task instance's outputs live; mapped instances get their own sub-prefix."""
+    prefix = join(root, dag_id, run_id, task_id)
+    return join(prefix, str(map_index)) if map_index >= 0 else prefix
+
+
+def exists(uri: str) -> bool:
+    fs, path = url_to_fs(uri)
+    return bool(fs.exists(path))
+
+
+def read_text(uri: str) -> str:
+    with fsspec.open(uri, "r") as handle:
+        return handle.read()
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_text(uri))
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Temp name beside the target, then rename: a reader never sees half a file."""
+    fs, path = url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+def write_json_atomic(uri: str, value: Any) -> None:
+    write_bytes_atomic(uri, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+
+
+def copy_tree(src: str, dst: str) -> list[str]:
+    """Copy every file under ``src`` to the same relative path under ``dst``; returns the copies."""
+    fs, src_path = url_to_fs(src)
+    _, dst_path = url_to_fs(dst)
+    copied = []
+    for path in fs.find(src_path):
+        rel = os.path.relpath(path, src_path)
+        target = f"{dst_path.rstrip('/')}/{rel}"
+        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        fs.copy(path, target)
+        copied.append(target)
+    return copied
+
+
+def local_path(uri: str) -> str | None:
+    """The filesystem path of a local artifact, for printing; None for remote stores."""
+    fs, path = url_to_fs(uri)
+    return path if "file" in fs.protocol or "local" in fs.protocol else None

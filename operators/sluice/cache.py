@@ -1,0 +1,96 @@
+"""Content-addressed step cache: same image, command, params and input bytes → reuse the outputs.
+
+Key = sha256 over (contract version, image ref, command, params, output names, input fingerprints,
+cache version). Entries live under ``{artifact_root}/_cache/{key}/``; ``_result.json`` is written last
+and is the commit marker, so a half-stored entry is never a hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fsspec.core import url_to_fs
+
+from sluice import artifacts
+from sluice.contract import CONTRACT_VERSION, RESULT_FILE
+
+CHUNK = 1 << 20
+
+
+def fingerprint(uri: str) -> str:
+    """Content hash of a local artifact; the store's own checksum (ETag) for remote ones."""
+    fs, path = url_to_fs(uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"input artifact {uri} does not exist")
+    if fs.isdir(path):
+        return hashlib.sha256(
+            "".join(fingerprint(f"{uri.rstrip('/')}/{p.rsplit('/', 1)[-1]}") for p in sorted(fs.ls(path, detail=False))).encode()
+        ).hexdigest()
+    if "file" in fs.protocol or "local" in fs.protocol:
+        digest = hashlib.sha256()
+        with fs.open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+    return f"{fs.protocol}:{fs.checksum(path)}"
+
+
+def cache_key(
+    image: str,
+    command: list[str],
+    params: dict[str, Any],
+    inputs: dict[str, str],
+    outputs: dict[str, str],
+    cache_version: str,
+) -> str:
+    material = {
+        "contract_version": CONTRACT_VERSION,
+        "image": image,
+        "command": command,
+        "params": params,
+        "outputs": sorted(outputs),
+        "inputs": {name: fingerprint(uri) for name, uri in sorted(inputs.items())},
+        "cache_version": cache_version,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    key: str
+    source: dict[str, Any]
+    result: dict[str, Any]
+
+
+class StepCache:
+    def __init__(self, artifact_root: str) -> None:
+        self.root = artifacts.join(artifact_root, "_cache")
+
+    def entry(self, key: str) -> str:
+        return artifacts.join(self.root, key)
+
+    def lookup(self, key: str, outputs: dict[str, str]) -> CacheHit | None:
+        """Copy a cached entry's files to this run's output URIs; None on a miss."""
+        entry = self.entry(key)
+        marker = artifacts.join(entry, RESULT_FILE)
+        if not artifacts.exists(marker):
+            return None
+        stored = artifacts.read_json(marker)
+        fs, _ = url_to_fs(entry)
+        for name, uri in outputs.items():
+            cached = artifacts.join(entry, "outputs", name)
+            with fs.open(url_to_fs(cached)[1], "rb") as handle:
+                artifacts.write_bytes_atomic(uri, handle.read())
+        result = {**stored["result"], "outputs": dict(outputs)}
+        return CacheHit(key=key, source=stored["source"], result=result)
+
+    def store(self, key: str, outputs: dict[str, str], result: dict[str, Any], source: dict[str, Any]) -> None:
+        entry = self.entry(key)
+        for name, uri in outputs.items():
+            fs, path = url_to_fs(uri)
+            with fs.open(path, "rb") as handle:
+                artifacts.write_bytes_atomic(artifacts.join(entry, "outputs", name), handle.read())
+        artifacts.write_json_atomic(artifacts.join(entry, RESULT_FILE), {"result": result, "source": source})

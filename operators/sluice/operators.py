@@ -1,0 +1,135 @@
+"""MLStepOperator: a DAG declares a step (image, command, inputs, outputs, params, profile).
+
+How the step runs (local process or pod) is the platform's choice, not the DAG's: the same DAG file
+runs on a laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowException
+
+from sluice import artifacts
+from sluice.cache import StepCache, cache_key
+from sluice.contract import StepContractError, read_result, step_env
+from sluice.launchers import StepFailed, StepRun, launcher_for
+from sluice.platform import PlatformError, current_platform
+
+
+class MLStepOperator(BaseOperator):
+    """Run one ML step under step contract v1 and pass its output URIs on through XCom.
+
+    ``outputs`` maps output name → file name under the task's artifact prefix; each output's URI is
+    pushed as an XCom under its name, so ``inputs={"data": upstream.output["data"]}`` wires steps.
+    """
+
+    template_fields: Sequence[str] = ("command", "inputs", "step_params")
+    template_fields_renderers = {"step_params": "json", "inputs": "json"}
+    ui_color = "#cde8f6"
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        command: list[str],
+        inputs: dict[str, Any] | None = None,
+        outputs: dict[str, str] | None = None,
+        step_params: dict[str, Any] | None = None,
+        profile: str = "default",
+        cache: bool = True,
+        cache_version: str = "1",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.image = image
+        self.command = list(command)
+        self.inputs = inputs or {}
+        self.outputs = outputs or {}
+        self.step_params = step_params or {}
+        self.profile = profile
+        self.cache = cache
+        self.cache_version = cache_version
+        self._launcher: Any = None
+        try:
+            current_platform().profile(profile)
+        except PlatformError as exc:
+            raise ValueError(f"task {self.task_id!r}: {exc}") from None
+        for name, filename in self.outputs.items():
+            if not filename or "/" in filename or filename.startswith("_"):
+                raise ValueError(
+                    f"task {self.task_id!r}: output {name!r} has file name {filename!r}; use a plain file "
+                    "name such as 'model.joblib' (no '/', not starting with '_')"
+                )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        platform = current_platform()
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        prefix = artifacts.task_prefix(platform.artifacts.root, ti.dag_id, ti.run_id, ti.task_id, map_index)
+        outputs = {name: artifacts.join(prefix, filename) for name, filename in self.outputs.items()}
+        inputs = self._resolved_inputs()
+        image = platform.image_ref(self.image)
+
+        store = StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
+        key = cache_key(image, self.command, self.step_params, inputs, outputs, self.cache_version) if store else None
+        result: dict[str, Any] | None = None
+        if store and key:
+            hit = store.lookup(key, outputs)
+            if hit:
+                src = hit.source
+                self.log.info(
+                    "cache hit, key %s, from run %s (task %s.%s): step skipped",
+                    key[:16], src.get("run_id"), src.get("dag_id"), src.get("task_id"),
+                )
+                result = {**hit.result, "cache": {"hit": True, "key": key, "from_run": src.get("run_id")}}
+                artifacts.write_json_atomic(artifacts.join(prefix, "_result.json"), result)
+            else:
+                self.log.info("cache miss, key %s: running the step", key[:16])
+
+        if result is None:
+            step = StepRun(
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                run_id=ti.run_id,
+                try_number=ti.try_number,
+                map_index=map_index,
+                image=image,
+                command=self.command,
+                env=step_env(inputs, outputs, self.step_params, prefix),
+                profile_name=self.profile,
+                profile=platform.profile(self.profile),
+                artifact_prefix=prefix,
+            )
+            self._launcher = launcher_for(platform)
+            try:
+                self._launcher.run(step, self.log, context)
+                result = read_result(step.env["SLUICE_RESULT_URI"], outputs)
+            except (StepFailed, StepContractError) as exc:
+                raise AirflowException(str(exc)) from None
+            if store and key:
+                store.store(key, outputs, result, {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id})
+            result = {**result, "cache": {"hit": False, "key": key}}
+
+        for name, uri in outputs.items():
+            ti.xcom_push(key=name, value=uri)
+        for name, value in sorted(result.get("metrics", {}).items()):
+            self.log.info("metric %s = %s", name, value)
+        return result
+
+    def _resolved_inputs(self) -> dict[str, str]:
+        resolved: dict[str, str] = {}
+        for name, value in self.inputs.items():
+            if not isinstance(value, str) or not value:
+                raise AirflowException(
+                    f"input {name!r} resolved to {value!r}, not an artifact URI; pass an upstream step's "
+                    f"output (upstream.output['{name}']) or a URI string"
+                )
+            resolved[name] = value
+        return resolved
+
+    def on_kill(self) -> None:
+        if self._launcher is not None:
+            self._launcher.on_kill()

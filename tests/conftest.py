@@ -1,0 +1,51 @@
+"""Test session set-up: an isolated embedded Airflow (own SLUICE_HOME, SQLite DB) per pytest session.
+
+The environment must be set before anything imports Airflow, hence at conftest import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="sluice-tests-"))
+
+os.environ.pop("SLUICE_PLATFORM_FILE", None)
+os.environ.pop("SLUICE_LAUNCHER", None)
+os.environ.pop("SLUICE_ARTIFACT_ROOT", None)
+
+from sluice import embedded  # noqa: E402
+
+os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"  # task logs are asserted on
+embedded.configure(home=_SESSION_HOME, dags_folder=REPO / "dags")
+os.environ["SLUICE_DEMO_DATA"] = str(_SESSION_HOME / "demo-data")
+
+
+@pytest.fixture(scope="session")
+def sluice_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(sluice_home: Path) -> Path:
+    """A migrated SQLite metadata DB for this session (about 3 s, once)."""
+    embedded.migrate()
+    return sluice_home / "airflow" / "airflow.db"
+
+
+@pytest.fixture(scope="session")
+def demo_data(sluice_home: Path) -> Path:
+    from sluice.runs import write_demo_data
+
+    directory = sluice_home / "demo-data"
+    write_demo_data(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def dags_folder() -> Path:
+    return REPO / "dags"
