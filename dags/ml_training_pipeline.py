@@ -11,15 +11,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param
-
 from sluice.operators import MLStepOperator
 from sluice.platform import sluice_home
 
 DEMO_DATA = Path(os.environ.get("SLUICE_DEMO_DATA") or sluice_home() / "demo-data")
 STEP = ["sluice-step"]
 FEATURES_B = [
-    "worst radius", "worst texture", "worst perimeter", "worst area", "worst smoothness",
-    "worst compactness", "worst concavity", "worst concave points", "worst symmetry",
+    "worst radius",
+    "worst texture",
+    "worst perimeter",
+    "worst area",
+    "worst smoothness",
+    "worst compactness",
+    "worst concavity",
+    "worst concave points",
+    "worst symmetry",
     "worst fractal dimension",
 ]
 
@@ -33,13 +39,24 @@ with DAG(
     render_template_as_native_obj=True,
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
     params={
-        "csv_source": Param(str(DEMO_DATA / "measurements.csv"), type="string",
-                            description="fsspec URI of the measurements CSV/Parquet file"),
-        "sql_url": Param(f"sqlite:///{DEMO_DATA / 'measurements.db'}", type="string",
-                         description="SQLAlchemy URL of the database holding the second source"),
+        "csv_source": Param(
+            str(DEMO_DATA / "measurements.csv"),
+            type="string",
+            description="fsspec URI of the measurements CSV/Parquet file",
+        ),
+        "sql_url": Param(
+            f"sqlite:///{DEMO_DATA / 'measurements.db'}",
+            type="string",
+            description="SQLAlchemy URL of the database holding the second source",
+        ),
         "algorithm": Param("logistic_regression", type="string"),
-        "min_roc_auc": Param(0.95, type="number", minimum=0, maximum=1,
-                             description="quality gate: evaluate fails below this ROC AUC"),
+        "min_roc_auc": Param(
+            0.95,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="quality gate: evaluate fails below this ROC AUC",
+        ),
     },
     tags=["sluice", "example", "training"],
 ) as dag:
@@ -102,7 +119,10 @@ with DAG(
         inputs={"train": featurize.output["train"]},
         step_params={"target": "target", "algorithm": "{{ params.algorithm }}", "random_state": 7},
         outputs={"model": "model.joblib"},
-        profile="default",
+        # Training is the memory-hungry step: its Celery task goes to the highmem pool, and the step
+        # itself gets the highmem profile (a bigger pod on a cluster, a higher memory cap on a laptop).
+        queue="highmem",
+        profile="highmem",
     )
     # A failed quality gate is deterministic: retrying it only delays the red run.
     evaluate = MLStepOperator(

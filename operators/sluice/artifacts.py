@@ -71,6 +71,17 @@ def copy_tree(src: str, dst: str) -> list[str]:
     return copied
 
 
+def remove_partials(prefix: str) -> list[str]:
+    """Delete temp files a killed step left under its prefix (``.name.tmp-<uuid>``); returns them."""
+    fs, path = url_to_fs(prefix)
+    if not fs.exists(path):
+        return []
+    partials = [p for p in fs.find(path) if ".tmp-" in p.rsplit("/", 1)[-1]]
+    for partial in partials:
+        fs.rm(partial)
+    return partials
+
+
 def local_path(uri: str) -> str | None:
     """The filesystem path of a local artifact, for printing; None for remote stores."""
     fs, path = url_to_fs(uri)

@@ -16,7 +16,11 @@ from rich.table import Table
 
 from sluice.platform import PlatformError, repo_root
 
-app = typer.Typer(help="Sluice: ML pipelines on Apache Airflow 3.", no_args_is_help=True, add_completion=False)
+DEFAULT_DAGS = repo_root() / "dags"
+
+app = typer.Typer(
+    help="Sluice: ML pipelines on Apache Airflow 3.", no_args_is_help=True, add_completion=False
+)
 console = Console()
 
 STATE_STYLE = {"success": "green", "failed": "red", "upstream_failed": "yellow", "skipped": "dim"}
@@ -26,7 +30,7 @@ STATE_STYLE = {"success": "green", "failed": "red", "upstream_failed": "yellow",
 def demo(
     dag_id: Annotated[str, typer.Argument(help="example DAG to run")] = "ml_training_pipeline",
     conf: Annotated[str, typer.Option(help="DAG run conf as JSON, e.g. '{\"min_roc_auc\": 0.99}'")] = "{}",
-    dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs")] = repo_root() / "dags",
+    dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs")] = DEFAULT_DAGS,
 ) -> None:
     """Run an example pipeline end to end on the embedded default (SQLite, steps as local processes)."""
     from sluice import embedded
@@ -79,7 +83,7 @@ def _print_outcome(outcome: object) -> None:
 
 @app.command()
 def check(
-    dag_folder: Annotated[Path, typer.Argument(help="DAG folder to check")] = repo_root() / "dags",
+    dag_folder: Annotated[Path, typer.Argument(help="DAG folder to check")] = DEFAULT_DAGS,
 ) -> None:
     """Import every DAG and report unknown queues/profiles and import errors; exit 1 on any problem."""
     from sluice import checks, embedded

@@ -50,7 +50,9 @@ def read_result(result_uri: str, expected_outputs: dict[str, str]) -> dict[str, 
     try:
         result = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise StepContractError(f"step broke its contract: result JSON at {result_uri} is invalid: {exc}") from None
+        raise StepContractError(
+            f"step broke its contract: result JSON at {result_uri} is invalid: {exc}"
+        ) from None
     if not isinstance(result, dict):
         raise StepContractError(f"step broke its contract: result JSON at {result_uri} is not an object")
     version = result.get("contract_version")

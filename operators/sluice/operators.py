@@ -73,8 +73,14 @@ class MLStepOperator(BaseOperator):
         inputs = self._resolved_inputs()
         image = platform.image_ref(self.image)
 
-        store = StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
-        key = cache_key(image, self.command, self.step_params, inputs, outputs, self.cache_version) if store else None
+        store = (
+            StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
+        )
+        key = (
+            cache_key(image, self.command, self.step_params, inputs, outputs, self.cache_version)
+            if store
+            else None
+        )
         result: dict[str, Any] | None = None
         if store and key:
             hit = store.lookup(key, outputs)
@@ -82,7 +88,10 @@ class MLStepOperator(BaseOperator):
                 src = hit.source
                 self.log.info(
                     "cache hit, key %s, from run %s (task %s.%s): step skipped",
-                    key[:16], src.get("run_id"), src.get("dag_id"), src.get("task_id"),
+                    key[:16],
+                    src.get("run_id"),
+                    src.get("dag_id"),
+                    src.get("task_id"),
                 )
                 result = {**hit.result, "cache": {"hit": True, "key": key, "from_run": src.get("run_id")}}
                 artifacts.write_json_atomic(artifacts.join(prefix, "_result.json"), result)
@@ -108,9 +117,13 @@ class MLStepOperator(BaseOperator):
                 self._launcher.run(step, self.log, context)
                 result = read_result(step.env["SLUICE_RESULT_URI"], outputs)
             except (StepFailed, StepContractError) as exc:
+                for partial in artifacts.remove_partials(prefix):
+                    self.log.warning("removed partial artifact %s left by the failed step", partial)
                 raise AirflowException(str(exc)) from None
             if store and key:
-                store.store(key, outputs, result, {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id})
+                store.store(
+                    key, outputs, result, {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id}
+                )
             result = {**result, "cache": {"hit": False, "key": key}}
 
         for name, uri in outputs.items():

@@ -262,6 +262,8 @@ def current_platform() -> Platform:
     """The platform for this process, cached per environment (DAG parsing calls this per task)."""
     env = os.environ
     return _cached(
-        env.get("SLUICE_PLATFORM_FILE"), env.get("SLUICE_LAUNCHER"), env.get("SLUICE_ARTIFACT_ROOT"),
+        env.get("SLUICE_PLATFORM_FILE"),
+        env.get("SLUICE_LAUNCHER"),
+        env.get("SLUICE_ARTIFACT_ROOT"),
         env.get("SLUICE_HOME"),
     )

@@ -54,7 +54,11 @@ def write_demo_data(directory: Path) -> None:
     """The demo's two sources, made from a dataset scikit-learn ships (nothing is downloaded)."""
     if (directory / "measurements.csv").exists() and (directory / "measurements.db").exists():
         return
-    subprocess.run([sys.executable, "-m", "sluice_steps.demo_data", str(directory)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "sluice_steps.demo_data", str(directory)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def load_dag(dag_id: str, dags_folder: Path) -> Any:

@@ -7,32 +7,32 @@ import subprocess
 import sys
 from pathlib import Path
 
-BAD_QUEUE = '''
+BAD_QUEUE = """
 from datetime import datetime
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 
 with DAG("bad_queue", schedule=None, start_date=datetime(2026, 1, 1), default_args={"owner": "t"}):
     EmptyOperator(task_id="on_a_missing_queue", queue="gpu-large")
-'''
+"""
 
-BAD_PROFILE = '''
+BAD_PROFILE = """
 from datetime import datetime
 from airflow.sdk import DAG
 from sluice.operators import MLStepOperator
 
 with DAG("bad_profile", schedule=None, start_date=datetime(2026, 1, 1), default_args={"owner": "t"}):
     MLStepOperator(task_id="train", image="ml-steps", command=["sluice-step", "train"], profile="huge")
-'''
+"""
 
-GOOD = '''
+GOOD = """
 from datetime import datetime
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 
 with DAG("good", schedule=None, start_date=datetime(2026, 1, 1), default_args={"owner": "t"}):
     EmptyOperator(task_id="fine", queue="highmem")
-'''
+"""
 
 
 def run_check(folder: Path, home: Path) -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,10 @@ def run_check(folder: Path, home: Path) -> subprocess.CompletedProcess[str]:
     env["SLUICE_HOME"] = str(home)
     return subprocess.run(
         [str(Path(sys.executable).parent / "sluice"), "check", str(folder)],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from sluice.checks import check_dag_folder
 
 REPO = Path(__file__).resolve().parents[2]

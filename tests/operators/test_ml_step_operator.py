@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from airflow.sdk import DAG
-
 from sluice.operators import MLStepOperator
 from sluice.runs import run_dag_object
 
@@ -75,7 +74,7 @@ def test_failed_step_fails_the_task_and_leaves_children_upstream_failed() -> Non
 def test_step_error_message_reaches_the_task_log(capfd: pytest.CaptureFixture[str]) -> None:
     with new_dag("errlog") as dag:
         step("bad", "fail", retries=0)
-    outcome = run_dag_object(dag)
+    assert run_dag_object(dag).task("bad").state == "failed"
     log = task_log(capfd)
     assert "column 'target' is missing" in log
     assert "failed with exit code 3" in log
@@ -84,7 +83,7 @@ def test_step_error_message_reaches_the_task_log(capfd: pytest.CaptureFixture[st
 def test_step_stdout_and_stderr_are_streamed_into_the_task_log(capfd: pytest.CaptureFixture[str]) -> None:
     with new_dag("stream") as dag:
         step("talker", step_params={"value": "x"})
-    outcome = run_dag_object(dag)
+    assert run_dag_object(dag).succeeded
     log = task_log(capfd)
     assert "[step] step starting in mode ok" in log
     assert "[step] a line on stderr" in log
@@ -114,6 +113,7 @@ def test_step_killed_mid_write_leaves_no_output(sluice_home: Path) -> None:
     prefix = sluice_home / "artifacts" / outcome.dag_id / outcome.run_id / "crash"
     assert not (prefix / "out.txt").exists()
     assert not (prefix / "_result.json").exists()
+    assert not [p.name for p in prefix.rglob("*.tmp-*")], "the launcher must sweep a killed step's temp files"
 
 
 def test_memory_limit_of_the_profile_stops_the_step(
@@ -169,7 +169,7 @@ def test_unknown_profile_fails_when_the_dag_is_defined() -> None:
 
 
 def test_output_file_name_with_a_slash_is_refused() -> None:
-    with new_dag("badoutput"), pytest.raises(ValueError, match="output 'out' has file name 'a/b.txt'"):
+    with new_dag("badoutput"), pytest.raises(ValueError, match=r"output 'out' has file name 'a/b\.txt'"):
         step("x", outputs={"out": "a/b.txt"})
 
 

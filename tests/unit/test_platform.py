@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from sluice.platform import PlatformError, load_platform
 
 BASE = {
@@ -26,7 +25,9 @@ def load(tmp_path: Path, **changes: object) -> object:
     return load_platform(write(tmp_path, {**BASE, **changes}))
 
 
-def test_without_a_file_the_charts_default_values_are_read_in_laptop_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_file_the_charts_default_values_are_read_in_laptop_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("SLUICE_PLATFORM_FILE", raising=False)
     monkeypatch.delenv("SLUICE_LAUNCHER", raising=False)
     platform = load_platform()
@@ -35,7 +36,9 @@ def test_without_a_file_the_charts_default_values_are_read_in_laptop_mode(monkey
     assert "://" not in platform.artifacts.root
 
 
-def test_env_overrides_choose_the_launcher_without_editing_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_overrides_choose_the_launcher_without_editing_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SLUICE_LAUNCHER", "kubernetes")
     monkeypatch.setenv("SLUICE_ARTIFACT_ROOT", "s3://bucket/root")
     platform = load(tmp_path)
@@ -76,7 +79,7 @@ def test_min_replicas_above_max_is_refused(tmp_path: Path) -> None:
 
 
 def test_gpu_count_without_resource_name_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(PlatformError, match="gpu.resource is empty"):
+    with pytest.raises(PlatformError, match=r"gpu\.resource is empty"):
         load(tmp_path, profiles={"g": {"gpu": {"count": 1}}})
 
 

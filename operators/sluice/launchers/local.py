@@ -70,11 +70,14 @@ class LocalLauncher:
         allowed = sorted(os.sched_getaffinity(0))[:cpus]
         log.info(
             "local launcher: %s (profile %s: %d cpu, memory limit %s, timeout %s)",
-            " ".join(step.command), step.profile_name, cpus, profile.memory,
+            " ".join(step.command),
+            step.profile_name,
+            cpus,
+            profile.memory,
             f"{profile.timeout_seconds}s" if profile.timeout_seconds else "none",
         )
         try:
-            self._proc = subprocess.Popen(  # noqa: S603 - the command is the DAG author's step
+            self._proc = subprocess.Popen(
                 step.command,
                 env=self._env(step, cpus),
                 stdout=subprocess.PIPE,
@@ -82,7 +85,7 @@ class LocalLauncher:
                 text=True,
                 bufsize=1,
                 start_new_session=True,
-                preexec_fn=lambda: os.sched_setaffinity(0, allowed),  # noqa: PLW1509
+                preexec_fn=lambda: os.sched_setaffinity(0, allowed),
             )
         except FileNotFoundError:
             raise StepFailed(
@@ -93,7 +96,9 @@ class LocalLauncher:
         stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
         readers = [
             threading.Thread(target=self._pump, args=(proc.stdout, log, logging.INFO, None), daemon=True),
-            threading.Thread(target=self._pump, args=(proc.stderr, log, logging.WARNING, stderr_tail), daemon=True),
+            threading.Thread(
+                target=self._pump, args=(proc.stderr, log, logging.WARNING, stderr_tail), daemon=True
+            ),
         ]
         for reader in readers:
             reader.start()
@@ -105,7 +110,9 @@ class LocalLauncher:
             raise StepFailed(reason)
         if proc.returncode != 0:
             message = stderr_tail[-1] if stderr_tail else "(no output on stderr)"
-            raise StepFailed(f"step {' '.join(step.command)} failed with exit code {proc.returncode}: {message}")
+            raise StepFailed(
+                f"step {' '.join(step.command)} failed with exit code {proc.returncode}: {message}"
+            )
 
     def _watch(
         self, proc: subprocess.Popen[str], limit: int, timeout: int | None, profile_name: str, memory: str

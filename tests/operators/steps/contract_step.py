@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -43,10 +44,11 @@ def main() -> int:
     if mode == "crash-mid-write":
         path = next(iter(outputs.values()))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(os.path.join(os.path.dirname(path), ".partial.tmp-x"), "wb") as handle:
-            handle.write(b"half")
-            os._exit(9)
-    text = "".join(open(uri).read() for uri in inputs.values())
+        handle = open(os.path.join(os.path.dirname(path), ".partial.tmp-x"), "wb")  # noqa: SIM115
+        handle.write(b"half")
+        handle.flush()
+        os._exit(9)
+    text = "".join(Path(uri).read_text() for uri in inputs.values())
     for name, uri in outputs.items():
         atomic_write(uri, f"{name}:{params.get('value', '')}:{text}".encode())
     if mode == "noresult":

@@ -1,0 +1,1 @@
+"""Celery worker-side behaviour: scale-in that never kills a running task."""

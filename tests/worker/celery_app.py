@@ -1,0 +1,28 @@
+"""A real Celery app with Sluice's worker settings and deletion-cost keeper, for the worker tests.
+
+The broker comes from ``SLUICE_TEST_REDIS``; tasks leave marker files (no result backend) so the test
+sees what ran, and what still waits is read from the broker's queue itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from celery import Celery
+from sluice.worker import deletion_cost
+from sluice.worker.settings import SLUICE_WORKER_SETTINGS
+
+app = Celery("sluice_worker_tests", broker=os.environ["SLUICE_TEST_REDIS"])
+app.conf.update(SLUICE_WORKER_SETTINGS, task_default_queue="default", worker_hijack_root_logger=False)
+deletion_cost.install()
+
+
+@app.task(name="sleep_task")
+def sleep_task(name: str, seconds: float, markers: str) -> str:
+    folder = Path(markers)
+    (folder / f"{name}.started").touch()
+    time.sleep(seconds)
+    (folder / f"{name}.done").touch()
+    return name
