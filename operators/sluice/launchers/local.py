@@ -6,6 +6,7 @@ watched over the whole process tree, CPUs are pinned and thread pools sized from
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -138,7 +139,8 @@ class LocalLauncher:
                 return peak, (
                     f"step exceeded the timeout of profile {profile_name!r} ({timeout}s) and was stopped"
                 )
-            time.sleep(POLL_SECONDS)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=POLL_SECONDS)  # returns the moment the step exits: no idle tail
         return peak, None
 
     @staticmethod
