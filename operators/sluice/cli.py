@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,7 @@ def demo(
     """Run an example pipeline end to end on the embedded default (SQLite, steps as local processes)."""
     from sluice import embedded
 
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.*")  # Airflow's dependency noise
     started = time.monotonic()
     airflow_home = embedded.configure(dags_folder=dags_folder)
     console.print(f"[bold]Sluice demo[/] · {dag_id} · Airflow home {airflow_home} · launcher local · SQLite")
@@ -69,16 +71,19 @@ def _print_outcome(outcome: object) -> None:
     metrics = Table(title="metrics")
     for column in ("task", "metric", "value"):
         metrics.add_column(column)
+    root = outcome.artifact_prefix
     paths = Table(title="artifacts")
     for column in ("task", "output", "path"):
-        paths.add_column(column)
+        paths.add_column(column, overflow="fold")
     for task in outcome.tasks:
         for name, value in task.metrics.items():
             metrics.add_row(task.task_id, name, f"{value:.4f}" if isinstance(value, float) else str(value))
         for name, uri in task.outputs.items():
-            paths.add_row(task.task_id, name, local_display(uri))
+            shown = uri.removeprefix(root.rstrip("/") + "/") if uri.startswith(root) else local_display(uri)
+            paths.add_row(task.task_id, name, shown)
     console.print(metrics)
     console.print(paths)
+    console.print(f"artifact paths are relative to {local_display(root)}/", soft_wrap=True)
 
 
 @app.command()

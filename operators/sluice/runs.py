@@ -42,6 +42,16 @@ class RunOutcome:
     state: str | None
     tasks: list[TaskOutcome] = field(default_factory=list)
 
+    @property
+    def artifact_prefix(self) -> str:
+        """The run's artifact prefix (``{root}/{dag_id}/{run_id}``) from the outputs it reported."""
+        marker = f"/{self.dag_id}/{self.run_id}/"
+        for task in self.tasks:
+            for uri in task.outputs.values():
+                if marker in uri:
+                    return uri[: uri.index(marker) + len(marker) - 1]
+        return ""
+
     def task(self, task_id: str) -> TaskOutcome:
         return next(t for t in self.tasks if t.task_id == task_id)
 

@@ -1,0 +1,6 @@
+"""Sluice's ML steps (ingest, join, validate, featurize, train, evaluate, publish) under contract v1.
+
+Runs unchanged as a pod, a local process or a local container; never imports Airflow.
+"""
+
+__version__ = "0.1.0"

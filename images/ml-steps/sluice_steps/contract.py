@@ -1,0 +1,207 @@
+"""The step's side of contract v1 (docs/step-contract.md): read the env, write atomically, report.
+
+Deliberately free of Airflow and Sluice imports: this runs inside the step image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+CONTRACT_VERSION = 1
+
+
+class StepError(Exception):
+    """An expected failure (bad input or param): reported as one line, exit code 2, no traceback."""
+
+
+@dataclass
+class StepContext:
+    step: str
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    params: dict[str, Any]
+    result_uri: str
+    prefix: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+
+    def input(self, name: str) -> str:
+        if name not in self.inputs:
+            raise StepError(f"input {name!r} is missing; the step {self.step!r} needs it (declare it in inputs=)")
+        return self.inputs[name]
+
+    def output(self, name: str) -> str:
+        if name not in self.outputs:
+            raise StepError(
+                f"output {name!r} is not declared; the step {self.step!r} writes it (declare it in outputs=)"
+            )
+        return self.outputs[name]
+
+    def param(self, name: str, default: Any = ..., kind: type | tuple[type, ...] | None = None) -> Any:
+        if name not in self.params:
+            if default is ...:
+                raise StepError(f"param {name!r} is required by step {self.step!r}; set it in step_params")
+            return default
+        value = self.params[name]
+        if kind is not None and not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise StepError(f"param {name!r} must be {names}, got {value!r}")
+        return value
+
+    # Writers: each buffers the whole artifact, then lands it atomically.
+    def write_bytes(self, name: str, data: bytes) -> str:
+        uri = self.output(name)
+        atomic_write(uri, data, self.storage_options)
+        self.written.append(uri)
+        return uri
+
+    def write_text(self, name: str, text: str) -> str:
+        return self.write_bytes(name, text.encode())
+
+    def write_json(self, name: str, value: Any) -> str:
+        return self.write_text(name, json.dumps(value, indent=2, sort_keys=True, default=str))
+
+    def write_parquet(self, name: str, frame: Any) -> str:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return self.write_bytes(name, buffer.getvalue())
+
+    def write_joblib(self, name: str, obj: Any) -> str:
+        import joblib
+
+        buffer = io.BytesIO()
+        joblib.dump(obj, buffer)
+        return self.write_bytes(name, buffer.getvalue())
+
+    def open_input(self, name: str, mode: str = "rb") -> Any:
+        uri = self.input(name)
+        try:
+            return fsspec.open(uri, mode, **self.storage_options).open()
+        except FileNotFoundError:
+            raise StepError(f"input {name!r}: {uri} does not exist") from None
+
+    def read_parquet(self, name: str) -> Any:
+        import pandas as pd
+
+        with self.open_input(name) as handle:
+            try:
+                return pd.read_parquet(handle)
+            except Exception as exc:
+                raise StepError(f"input {name!r}: {self.inputs[name]} is not a readable Parquet file ({exc})") from None
+
+    def read_joblib(self, name: str) -> Any:
+        import joblib
+
+        with self.open_input(name) as handle:
+            return joblib.load(handle)
+
+    def read_json(self, name: str) -> Any:
+        with self.open_input(name, "r") as handle:
+            return json.load(handle)
+
+
+def atomic_write(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """Temp name beside the target, then rename; a failure leaves neither."""
+    fs, path = url_to_fs(uri, **(storage_options or {}))
+    parent, _, base = path.rpartition("/")
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open(tmp, "wb") as handle:
+            handle.write(data)
+        fs.mv(tmp, path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+def _env_json(name: str, environ: dict[str, str]) -> dict[str, Any]:
+    raw = environ.get(name)
+    if raw is None:
+        raise StepError(f"{name} is not set; run the step through a Sluice launcher (docs/step-contract.md)")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StepError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise StepError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def context_from_env(step: str, environ: dict[str, str] | None = None) -> StepContext:
+    env = dict(os.environ if environ is None else environ)
+    version = env.get("SLUICE_CONTRACT_VERSION")
+    if version != str(CONTRACT_VERSION):
+        raise StepError(
+            f"SLUICE_CONTRACT_VERSION is {version!r}; this step image speaks contract v{CONTRACT_VERSION}"
+        )
+    if not env.get("SLUICE_RESULT_URI"):
+        raise StepError("SLUICE_RESULT_URI is not set; run the step through a Sluice launcher")
+    options = _env_json("SLUICE_STORAGE_OPTIONS", env) if env.get("SLUICE_STORAGE_OPTIONS") else {}
+    return StepContext(
+        step=step,
+        inputs=_env_json("SLUICE_STEP_INPUTS", env),
+        outputs=_env_json("SLUICE_STEP_OUTPUTS", env),
+        params=_env_json("SLUICE_STEP_PARAMS", env),
+        result_uri=env["SLUICE_RESULT_URI"],
+        prefix=env.get("SLUICE_ARTIFACT_PREFIX", ""),
+        storage_options=options,
+    )
+
+
+def _discard(ctx: StepContext) -> None:
+    """A failed step leaves no output behind, not even the ones it finished before failing."""
+    for uri in ctx.written:
+        try:
+            fs, path = url_to_fs(uri, **ctx.storage_options)
+            if fs.exists(path):
+                fs.rm(path)
+        except Exception as exc:  # report, but the step's own error is what matters
+            print(f"sluice-step: warning: could not remove {uri}: {exc}", file=sys.stderr)
+
+
+def run_step(step: str, body: Callable[[StepContext], None], environ: dict[str, str] | None = None) -> int:
+    """Run ``body`` under the contract; returns the process exit code."""
+    started = datetime.now(UTC).isoformat()
+    ctx: StepContext | None = None
+    try:
+        ctx = context_from_env(step, environ)
+        body(ctx)
+        missing = sorted(set(ctx.outputs) - {name for name, uri in ctx.outputs.items() if uri in ctx.written})
+        if missing:
+            raise StepError(f"step {step!r} did not write declared output(s) {', '.join(missing)}")
+        result = {
+            "contract_version": CONTRACT_VERSION,
+            "step": step,
+            "status": "succeeded",
+            "outputs": ctx.outputs,
+            "metrics": ctx.metrics,
+            "started_at": started,
+            "finished_at": datetime.now(UTC).isoformat(),
+        }
+        atomic_write(ctx.result_uri, json.dumps(result, indent=2, default=str).encode(), ctx.storage_options)
+        return 0
+    except StepError as exc:
+        if ctx:
+            _discard(ctx)
+        print(f"sluice-step: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if ctx:
+            _discard(ctx)
+        traceback.print_exc()
+        print(f"sluice-step: error: step {step!r} crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,39 @@
+"""evaluate: score the model on held-out data; the quality gate fails the run below a threshold."""
+
+from __future__ import annotations
+
+from sklearn import metrics
+
+from sluice_steps.contract import StepContext, StepError
+
+
+def run(ctx: StepContext) -> None:
+    model = ctx.read_joblib("model")
+    test = ctx.read_parquet("test")
+    target = ctx.param("target", kind=str)
+    if target not in test.columns:
+        raise StepError(f"input 'test': target column {target!r} is missing")
+    x, y = test.drop(columns=[target]), test[target]
+    predicted = model.predict(x)
+    scores = {
+        "accuracy": metrics.accuracy_score(y, predicted),
+        "f1": metrics.f1_score(y, predicted, average="binary" if y.nunique() == 2 else "macro"),
+        "precision": metrics.precision_score(y, predicted, average="binary" if y.nunique() == 2 else "macro"),
+        "recall": metrics.recall_score(y, predicted, average="binary" if y.nunique() == 2 else "macro"),
+    }
+    if hasattr(model, "predict_proba") and y.nunique() == 2:
+        scores["roc_auc"] = metrics.roc_auc_score(y, model.predict_proba(x)[:, 1])
+    scores = {name: round(float(value), 6) for name, value in scores.items()}
+    metric = ctx.param("metric", "roc_auc", kind=str)
+    if metric not in scores:
+        raise StepError(f"param 'metric': {metric!r} is not computed; metrics: {', '.join(sorted(scores))}")
+    threshold = ctx.param("threshold", None)
+    if threshold is not None:
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            raise StepError(f"param 'threshold' must be a number, got {threshold!r}") from None
+        if scores[metric] < threshold:
+            raise StepError(f"quality gate failed: {metric} {scores[metric]:.4f} < threshold {threshold:.4f}")
+    ctx.write_json("metrics", {"metric": metric, "threshold": threshold, "scores": scores, "test_rows": len(test)})
+    ctx.metrics.update(scores, test_rows=len(test))

@@ -1,0 +1,72 @@
+"""ingest: read a CSV/Parquet file (any fsspec URI, HTTP included) or a SQL query into Parquet."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sluice_steps.contract import StepContext, StepError
+
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
+
+
+def _is_sql(source: str) -> bool:
+    scheme = source.split("://", 1)[0].split("+", 1)[0] if "://" in source else ""
+    return scheme in SQL_SCHEMES
+
+
+def _read_sql(source: str, query: str | None) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    if not query:
+        raise StepError(f"param 'query' is required when source is a database URL ({source.split('://')[0]})")
+    try:
+        engine = sa.create_engine(source)
+    except Exception as exc:
+        raise StepError(f"param 'source': {source!r} is not a usable SQLAlchemy URL ({exc})") from None
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql_query(sa.text(query), conn)
+    except sa.exc.SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise StepError(f"param 'query': the query failed on {source.split('://')[0]}: {detail}") from None
+    finally:
+        engine.dispose()
+
+
+def _read_file(source: str, fmt: str | None, storage_options: dict) -> pd.DataFrame:
+    fmt = fmt or ("parquet" if source.endswith((".parquet", ".pq")) else "csv" if source.endswith(".csv") else None)
+    if fmt not in ("csv", "parquet"):
+        raise StepError(f"param 'format': cannot tell the format of {source!r}; set format to csv or parquet")
+    options = dict(storage_options)
+    try:
+        if fmt == "csv":
+            return pd.read_csv(source, storage_options=options or None)
+        return pd.read_parquet(source, storage_options=options or None)
+    except FileNotFoundError:
+        raise StepError(f"param 'source': {source} does not exist") from None
+    except pd.errors.EmptyDataError:
+        raise StepError(f"param 'source': {source} is empty") from None
+    except ValueError as exc:
+        if "protocol" in str(exc).lower():
+            raise StepError(f"param 'source': {source!r} uses an unknown protocol ({exc})") from None
+        raise StepError(f"param 'source': {source} could not be read as {fmt}: {exc}") from None
+    except OSError as exc:
+        raise StepError(f"param 'source': {source} could not be read: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith(("aiohttp", "fsspec")):
+            raise StepError(f"param 'source': {source} is unreachable: {exc}") from None
+        raise
+
+
+def run(ctx: StepContext) -> None:
+    source = ctx.param("source", kind=str)
+    if not source:
+        raise StepError("param 'source' is empty; give a file URI or a database URL")
+    if _is_sql(source):
+        frame = _read_sql(source, ctx.param("query", None))
+    else:
+        frame = _read_file(source, ctx.param("format", None), ctx.storage_options)
+    if frame.empty:
+        raise StepError(f"param 'source': {source} holds no rows")
+    ctx.write_parquet("data", frame)
+    ctx.metrics.update(rows=len(frame), columns=len(frame.columns))

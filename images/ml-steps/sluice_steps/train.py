@@ -1,0 +1,55 @@
+"""train: fit a scikit-learn estimator chosen by name from a registry (easy to extend)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.svm import SVC
+
+from sluice_steps.contract import StepContext, StepError
+
+ALGORITHMS: dict[str, Callable[..., Any]] = {
+    "logistic_regression": lambda **hp: LogisticRegression(max_iter=1000, **hp),
+    "random_forest": lambda **hp: RandomForestClassifier(**hp),
+    "gradient_boosting": lambda **hp: GradientBoostingClassifier(**hp),
+    "svc": lambda **hp: SVC(probability=True, **hp),
+    "knn": lambda **hp: KNeighborsClassifier(**hp),
+}
+SEEDED = {"logistic_regression", "random_forest", "gradient_boosting", "svc"}
+
+
+def build(algorithm: str, hyperparams: dict[str, Any], seed: int) -> Any:
+    if algorithm not in ALGORITHMS:
+        raise StepError(f"param 'algorithm': {algorithm!r} is unknown; algorithms: {', '.join(sorted(ALGORITHMS))}")
+    if algorithm in SEEDED:
+        hyperparams = {"random_state": seed, **hyperparams}
+    try:
+        return ALGORITHMS[algorithm](**hyperparams)
+    except TypeError as exc:
+        raise StepError(f"param 'hyperparams': {exc}") from None
+
+
+def run(ctx: StepContext) -> None:
+    frame = ctx.read_parquet("train")
+    target = ctx.param("target", kind=str)
+    if target not in frame.columns:
+        raise StepError(f"input 'train': target column {target!r} is missing")
+    model = build(ctx.param("algorithm", kind=str), ctx.param("hyperparams", {}, kind=dict), int(ctx.param("random_state", 0)))
+    x, y = frame.drop(columns=[target]), frame[target]
+    started = time.perf_counter()
+    try:
+        model.fit(x, y)
+    except ValueError as exc:
+        raise StepError(f"training failed: {exc}") from None
+    ctx.write_joblib("model", model)
+    ctx.metrics.update(
+        train_rows=len(frame),
+        fit_seconds=round(time.perf_counter() - started, 4),
+        train_accuracy=round(float(model.score(x, y)), 6),
+        algorithm=ctx.params["algorithm"],
+    )
