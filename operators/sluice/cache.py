@@ -28,8 +28,7 @@ def fingerprint(uri: str) -> str:
     if fs.isdir(path):
         return hashlib.sha256(
             "".join(
-                fingerprint(f"{uri.rstrip('/')}/{p.rsplit('/', 1)[-1]}")
-                for p in sorted(fs.ls(path, detail=False))
+                fingerprint(f"{uri.rstrip('/')}/{p.rsplit('/', 1)[-1]}") for p in sorted(fs.ls(path, detail=False))
             ).encode()
         ).hexdigest()
     if "file" in fs.protocol or "local" in fs.protocol:
@@ -90,9 +89,7 @@ class StepCache:
         result = {**stored["result"], "outputs": dict(outputs)}
         return CacheHit(key=key, source=stored["source"], result=result)
 
-    def store(
-        self, key: str, outputs: dict[str, str], result: dict[str, Any], source: dict[str, Any]
-    ) -> None:
+    def store(self, key: str, outputs: dict[str, str], result: dict[str, Any], source: dict[str, Any]) -> None:
         entry = self.entry(key)
         for name, uri in outputs.items():
             fs, path = url_to_fs(uri)

@@ -14,9 +14,7 @@ def check_dag_folder(dag_folder: Path) -> list[str]:
 
     platform = current_platform()
     bag = DagBag(dag_folder=str(dag_folder))
-    problems = [
-        f"{path}: {error.strip().splitlines()[-1]}" for path, error in sorted(bag.import_errors.items())
-    ]
+    problems = [f"{path}: {error.strip().splitlines()[-1]}" for path, error in sorted(bag.import_errors.items())]
     executors = configured_executors()
     for dag_id in sorted(bag.dags):
         for task in bag.dags[dag_id].tasks:

@@ -19,9 +19,7 @@ from sluice.platform import PlatformError, repo_root
 
 DEFAULT_DAGS = repo_root() / "dags"
 
-app = typer.Typer(
-    help="Sluice: ML pipelines on Apache Airflow 3.", no_args_is_help=True, add_completion=False
-)
+app = typer.Typer(help="Sluice: ML pipelines on Apache Airflow 3.", no_args_is_help=True, add_completion=False)
 console = Console()
 
 STATE_STYLE = {"success": "green", "failed": "red", "upstream_failed": "yellow", "skipped": "dim"}
@@ -64,8 +62,7 @@ def _print_outcome(outcome: object) -> None:
     for task in outcome.tasks:
         name = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
         style = STATE_STYLE.get(task.state or "", "")
-        cache = "hit" if task.cache_hit else ("miss" if task.result else "")
-        states.add_row(name, f"[{style}]{task.state}[/]", str(task.try_number), cache)
+        states.add_row(name, f"[{style}]{task.state}[/]", str(task.try_number), task.cache_state)
     console.print(states)
 
     metrics = Table(title="metrics")

@@ -26,9 +26,7 @@ class StepContractError(RuntimeError):
     """The step exited 0 but did not keep its side of the contract."""
 
 
-def step_env(
-    inputs: dict[str, str], outputs: dict[str, str], params: dict[str, Any], prefix: str
-) -> dict[str, str]:
+def step_env(inputs: dict[str, str], outputs: dict[str, str], params: dict[str, Any], prefix: str) -> dict[str, str]:
     return {
         ENV_VERSION: str(CONTRACT_VERSION),
         ENV_INPUTS: json.dumps(inputs, sort_keys=True),
@@ -50,9 +48,7 @@ def read_result(result_uri: str, expected_outputs: dict[str, str]) -> dict[str, 
     try:
         result = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise StepContractError(
-            f"step broke its contract: result JSON at {result_uri} is invalid: {exc}"
-        ) from None
+        raise StepContractError(f"step broke its contract: result JSON at {result_uri} is invalid: {exc}") from None
     if not isinstance(result, dict):
         raise StepContractError(f"step broke its contract: result JSON at {result_uri} is not an object")
     version = result.get("contract_version")

@@ -73,14 +73,8 @@ class MLStepOperator(BaseOperator):
         inputs = self._resolved_inputs()
         image = platform.image_ref(self.image)
 
-        store = (
-            StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
-        )
-        key = (
-            cache_key(image, self.command, self.step_params, inputs, outputs, self.cache_version)
-            if store
-            else None
-        )
+        store = StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
+        key = cache_key(image, self.command, self.step_params, inputs, outputs, self.cache_version) if store else None
         result: dict[str, Any] | None = None
         if store and key:
             hit = store.lookup(key, outputs)
@@ -121,9 +115,7 @@ class MLStepOperator(BaseOperator):
                     self.log.warning("removed partial artifact %s left by the failed step", partial)
                 raise AirflowException(str(exc)) from None
             if store and key:
-                store.store(
-                    key, outputs, result, {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id}
-                )
+                store.store(key, outputs, result, {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id})
             result = {**result, "cache": {"hit": False, "key": key}}
 
         for name, uri in outputs.items():

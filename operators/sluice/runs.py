@@ -34,6 +34,14 @@ class TaskOutcome:
     def cache_hit(self) -> bool:
         return bool((self.result or {}).get("cache", {}).get("hit"))
 
+    @property
+    def cache_state(self) -> str:
+        """hit, miss, off (step opted out or cache disabled), or empty when the task left no result."""
+        if not self.result:
+            return ""
+        cache = self.result.get("cache", {})
+        return "hit" if cache.get("hit") else ("miss" if cache.get("key") else "off")
+
 
 @dataclass
 class RunOutcome:

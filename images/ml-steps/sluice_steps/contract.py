@@ -145,9 +145,7 @@ def context_from_env(step: str, environ: dict[str, str] | None = None) -> StepCo
     env = dict(os.environ if environ is None else environ)
     version = env.get("SLUICE_CONTRACT_VERSION")
     if version != str(CONTRACT_VERSION):
-        raise StepError(
-            f"SLUICE_CONTRACT_VERSION is {version!r}; this step image speaks contract v{CONTRACT_VERSION}"
-        )
+        raise StepError(f"SLUICE_CONTRACT_VERSION is {version!r}; this step image speaks contract v{CONTRACT_VERSION}")
     if not env.get("SLUICE_RESULT_URI"):
         raise StepError("SLUICE_RESULT_URI is not set; run the step through a Sluice launcher")
     options = _env_json("SLUICE_STORAGE_OPTIONS", env) if env.get("SLUICE_STORAGE_OPTIONS") else {}
@@ -197,7 +195,7 @@ def run_step(step: str, body: Callable[[StepContext], None], environ: dict[str, 
     except StepError as exc:
         if ctx:
             _discard(ctx)
-        print(f"sluice-step: error: {exc}", file=sys.stderr)
+        print(f"sluice-step: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except Exception as exc:
         if ctx:

@@ -35,7 +35,11 @@ def write_demo_sources(directory: str | os.PathLike[str]) -> dict[str, str]:
     with sqlite3.connect(tmp_db) as conn:
         second.to_sql("measurements", conn, index=False)
     tmp_db.replace(db_path)
-    return {"csv": str(csv_path), "sql_url": f"sqlite:///{db_path}", "sql_query": "SELECT * FROM measurements"}
+    return {
+        "csv": str(csv_path),
+        "sql_url": f"sqlite:///{db_path}",
+        "sql_query": "SELECT * FROM measurements",
+    }
 
 
 if __name__ == "__main__":

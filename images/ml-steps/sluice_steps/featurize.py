@@ -17,13 +17,17 @@ def run(ctx: StepContext) -> None:
     seed = int(ctx.param("random_state", 0))
     missing = [c for c in [target, *drop] if c not in frame.columns]
     if missing:
-        raise StepError(f"input 'data': column(s) {', '.join(map(repr, missing))} missing; set target/drop to existing columns")
+        raise StepError(
+            f"input 'data': column(s) {', '.join(map(repr, missing))} missing; set target/drop to existing columns"
+        )
     if not 0 < test_size < 1:
         raise StepError(f"param 'test_size' must be between 0 and 1, got {test_size}")
     features = frame.drop(columns=[target, *drop])
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric:
-        raise StepError(f"input 'data': non-numeric feature column(s) {', '.join(map(repr, non_numeric))}; add them to drop")
+        raise StepError(
+            f"input 'data': non-numeric feature column(s) {', '.join(map(repr, non_numeric))}; add them to drop"
+        )
     stratify = frame[target] if frame[target].nunique() <= 20 else None
     x_train, x_test, y_train, y_test = train_test_split(
         features, frame[target], test_size=test_size, random_state=seed, stratify=stratify

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import aiohttp
+import fsspec
 import pandas as pd
 
 from sluice_steps.contract import StepContext, StepError
@@ -26,22 +28,22 @@ def _read_sql(source: str, query: str | None) -> pd.DataFrame:
     try:
         with engine.connect() as conn:
             return pd.read_sql_query(sa.text(query), conn)
-    except sa.exc.SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise StepError(f"param 'query': the query failed on {source.split('://')[0]}: {detail}") from None
     finally:
         engine.dispose()
 
 
 def _read_file(source: str, fmt: str | None, storage_options: dict) -> pd.DataFrame:
-    fmt = fmt or ("parquet" if source.endswith((".parquet", ".pq")) else "csv" if source.endswith(".csv") else None)
+    """Every file source goes through fsspec (local, s3://, http(s)://, ...), so errors read the same."""
+    if fmt is None:
+        fmt = "parquet" if source.endswith((".parquet", ".pq")) else "csv" if source.endswith(".csv") else None
     if fmt not in ("csv", "parquet"):
         raise StepError(f"param 'format': cannot tell the format of {source!r}; set format to csv or parquet")
-    options = dict(storage_options)
     try:
-        if fmt == "csv":
-            return pd.read_csv(source, storage_options=options or None)
-        return pd.read_parquet(source, storage_options=options or None)
+        with fsspec.open(source, "rb", **storage_options) as handle:
+            return pd.read_csv(handle) if fmt == "csv" else pd.read_parquet(handle)
     except FileNotFoundError:
         raise StepError(f"param 'source': {source} does not exist") from None
     except pd.errors.EmptyDataError:
@@ -50,11 +52,11 @@ def _read_file(source: str, fmt: str | None, storage_options: dict) -> pd.DataFr
         if "protocol" in str(exc).lower():
             raise StepError(f"param 'source': {source!r} uses an unknown protocol ({exc})") from None
         raise StepError(f"param 'source': {source} could not be read as {fmt}: {exc}") from None
-    except OSError as exc:
-        raise StepError(f"param 'source': {source} could not be read: {exc}") from None
+    except (OSError, aiohttp.ClientError) as exc:
+        raise StepError(f"param 'source': {source} is unreachable or unreadable: {exc}") from None
     except Exception as exc:
-        if type(exc).__module__.startswith(("aiohttp", "fsspec")):
-            raise StepError(f"param 'source': {source} is unreachable: {exc}") from None
+        if type(exc).__module__.startswith(("pyarrow", "fsspec")):
+            raise StepError(f"param 'source': {source} could not be read as {fmt}: {exc}") from None
         raise
 
 

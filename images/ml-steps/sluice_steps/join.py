@@ -13,7 +13,9 @@ def run(ctx: StepContext) -> None:
         raise StepError(f"param 'how': {how!r} is not one of inner, left, right, outer")
     for side, frame in (("left", left), ("right", right)):
         if key not in frame.columns:
-            raise StepError(f"input {side!r}: join column {key!r} is missing; columns: {', '.join(map(str, frame.columns))}")
+            raise StepError(
+                f"input {side!r}: join column {key!r} is missing; columns: {', '.join(map(str, frame.columns))}"
+            )
     overlap = (set(left.columns) & set(right.columns)) - {key}
     joined = left.merge(right.drop(columns=sorted(overlap)), on=key, how=how)
     if joined.empty:

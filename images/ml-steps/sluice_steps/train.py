@@ -39,7 +39,11 @@ def run(ctx: StepContext) -> None:
     target = ctx.param("target", kind=str)
     if target not in frame.columns:
         raise StepError(f"input 'train': target column {target!r} is missing")
-    model = build(ctx.param("algorithm", kind=str), ctx.param("hyperparams", {}, kind=dict), int(ctx.param("random_state", 0)))
+    model = build(
+        ctx.param("algorithm", kind=str),
+        ctx.param("hyperparams", {}, kind=dict),
+        int(ctx.param("random_state", 0)),
+    )
     x, y = frame.drop(columns=[target]), frame[target]
     started = time.perf_counter()
     try:

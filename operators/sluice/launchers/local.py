@@ -97,9 +97,7 @@ class LocalLauncher:
         stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
         readers = [
             threading.Thread(target=self._pump, args=(proc.stdout, log, logging.INFO, None), daemon=True),
-            threading.Thread(
-                target=self._pump, args=(proc.stderr, log, logging.WARNING, stderr_tail), daemon=True
-            ),
+            threading.Thread(target=self._pump, args=(proc.stderr, log, logging.WARNING, stderr_tail), daemon=True),
         ]
         for reader in readers:
             reader.start()
@@ -111,9 +109,7 @@ class LocalLauncher:
             raise StepFailed(reason)
         if proc.returncode != 0:
             message = stderr_tail[-1] if stderr_tail else "(no output on stderr)"
-            raise StepFailed(
-                f"step {' '.join(step.command)} failed with exit code {proc.returncode}: {message}"
-            )
+            raise StepFailed(f"step {' '.join(step.command)} failed with exit code {proc.returncode}: {message}")
 
     def _watch(
         self, proc: subprocess.Popen[str], limit: int, timeout: int | None, profile_name: str, memory: str
@@ -136,9 +132,7 @@ class LocalLauncher:
                 )
             if timeout and time.monotonic() - started > timeout:
                 self._kill(proc)
-                return peak, (
-                    f"step exceeded the timeout of profile {profile_name!r} ({timeout}s) and was stopped"
-                )
+                return peak, (f"step exceeded the timeout of profile {profile_name!r} ({timeout}s) and was stopped")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=POLL_SECONDS)  # returns the moment the step exits: no idle tail
         return peak, None

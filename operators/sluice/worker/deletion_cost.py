@@ -69,9 +69,7 @@ class DeletionCostKeeper:
         try:
             self.patch(self.pod_name, self.namespace, body)
         except Exception as exc:  # best effort by design: scaling must never break task execution
-            log.warning(
-                "could not set %s=%s on pod %s/%s: %s", ANNOTATION, cost, self.namespace, self.pod_name, exc
-            )
+            log.warning("could not set %s=%s on pod %s/%s: %s", ANNOTATION, cost, self.namespace, self.pod_name, exc)
             return self.last
         log.debug("pod %s/%s %s=%s", self.namespace, self.pod_name, ANNOTATION, cost)
         self.last = cost
