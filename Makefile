@@ -30,10 +30,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Re-pin every dependency (run after editing either pyproject.toml).
+# Re-pin every dependency (run after editing either pyproject.toml): the dev/platform lock and the
+# step image's hashed lock.
 lock: setup
 	$(BIN)/uv pip compile pyproject.toml images/ml-steps/pyproject.toml --extra dev --universal \
 		--python-version 3.11 -o requirements/lock.txt
+	$(BIN)/uv pip compile images/ml-steps/pyproject.toml --python-version 3.12 \
+		--python-platform x86_64-manylinux_2_28 --generate-hashes -o images/ml-steps/requirements.lock
 
 clean:
 	rm -rf $(VENV) .sluice .tools .pytest_cache .ruff_cache
