@@ -1,0 +1,236 @@
+{{/* Names and labels */}}
+{{- define "sluice.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 40 | trimSuffix "-" }}{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "sluice.labels" -}}
+app.kubernetes.io/name: sluice
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "sluice.selector" -}}
+app.kubernetes.io/name: sluice
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "sluice.image" -}}
+{{ .Values.images.airflow.repository }}:{{ .Values.images.airflow.tag }}
+{{- end -}}
+
+{{- define "sluice.secretName" -}}{{ .Values.secrets.existingSecretName | default (printf "%s-airflow" (include "sluice.fullname" .)) }}{{- end -}}
+{{- define "sluice.metadataSecretName" -}}{{ .Values.data.metadataSecretName | default (printf "%s-metadata" (include "sluice.fullname" .)) }}{{- end -}}
+{{- define "sluice.brokerSecretName" -}}{{ .Values.data.brokerUrlSecretName | default (printf "%s-broker" (include "sluice.fullname" .)) }}{{- end -}}
+{{- define "sluice.apiServerUrl" -}}http://{{ include "sluice.fullname" . }}-api-server.{{ .Release.Namespace }}.svc:{{ .Values.apiServer.service.port }}{{- end -}}
+
+{{/* Security contexts: non-root, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp. */}}
+{{- define "sluice.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid | default 50000 }}
+runAsGroup: 0
+fsGroup: 0
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "sluice.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ .readOnly | default false }}
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/* Env shared by every Airflow container: one executor list, one platform file, one set of secrets. */}}
+{{- define "sluice.airflowEnv" -}}
+- name: AIRFLOW__CORE__EXECUTOR
+  value: {{ .Values.executor | quote }}
+- name: AIRFLOW__CORE__LOAD_EXAMPLES
+  value: "False"
+- name: AIRFLOW__CORE__DAGS_FOLDER
+  value: {{ if .Values.dags.gitSync.enabled }}{{ printf "/opt/airflow/dags/repo/%s" .Values.dags.gitSync.subPath | quote }}{{ else }}"/opt/airflow/dags"{{ end }}
+- name: AIRFLOW__CORE__EXECUTION_API_SERVER_URL
+  value: "{{ include "sluice.apiServerUrl" . }}/execution/"
+- name: AIRFLOW__CORE__FERNET_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "sluice.secretName" . }}, key: fernet-key}}
+- name: AIRFLOW__API__SECRET_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "sluice.secretName" . }}, key: api-secret-key}}
+- name: AIRFLOW__API_AUTH__JWT_SECRET
+  valueFrom: {secretKeyRef: {name: {{ include "sluice.secretName" . }}, key: jwt-secret}}
+- name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+  valueFrom: {secretKeyRef: {name: {{ include "sluice.metadataSecretName" . }}, key: connection}}
+- name: SLUICE_DB_CONN
+  valueFrom: {secretKeyRef: {name: {{ include "sluice.metadataSecretName" . }}, key: connection}}
+- name: AIRFLOW__CELERY__RESULT_BACKEND
+  value: "db+$(SLUICE_DB_CONN)"
+- name: AIRFLOW__CELERY__BROKER_URL
+  valueFrom: {secretKeyRef: {name: {{ include "sluice.brokerSecretName" . }}, key: connection}}
+- name: AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS
+  value: sluice.worker.celery_config.CELERY_CONFIG
+- name: AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT
+  value: {{ .Values.celery.visibilityTimeout | quote }}
+- name: AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE
+  value: /opt/sluice/pod_template.yaml
+- name: SLUICE_PLATFORM_FILE
+  value: /opt/sluice/platform.yaml
+{{- if .Values.metrics.enabled }}
+- name: AIRFLOW__METRICS__STATSD_ON
+  value: "True"
+- name: AIRFLOW__METRICS__STATSD_HOST
+  value: {{ include "sluice.fullname" . }}-statsd
+- name: AIRFLOW__METRICS__STATSD_PORT
+  value: "9125"
+{{- end }}
+{{- with .Values.env }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "sluice.airflowVolumeMounts" -}}
+- name: platform
+  mountPath: /opt/sluice/platform.yaml
+  subPath: platform.yaml
+  readOnly: true
+- name: platform
+  mountPath: /opt/sluice/pod_template.yaml
+  subPath: pod_template.yaml
+  readOnly: true
+- name: platform
+  mountPath: /opt/airflow/config/airflow_local_settings.py
+  subPath: airflow_local_settings.py
+  readOnly: true
+- name: logs
+  mountPath: /opt/airflow/logs
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.dags.gitSync.enabled }}
+- name: dags
+  mountPath: /opt/airflow/dags
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "sluice.airflowVolumes" -}}
+- name: platform
+  configMap:
+    name: {{ include "sluice.fullname" . }}-platform
+- name: logs
+  emptyDir: {}
+- name: tmp
+  emptyDir: {}
+{{- if .Values.dags.gitSync.enabled }}
+- name: dags
+  emptyDir: {}
+{{- end }}
+{{- end -}}
+
+{{/* git-sync sidecar (GitOps DAG delivery), added to every component that parses or runs DAGs. */}}
+{{- define "sluice.gitSync" -}}
+{{- if .Values.dags.gitSync.enabled }}
+- name: git-sync
+  image: {{ .Values.images.gitSync.repository }}:{{ .Values.images.gitSync.tag }}
+  securityContext:
+    {{- include "sluice.containerSecurityContext" (dict "readOnly" true) | nindent 4 }}
+  env:
+    - {name: GITSYNC_REPO, value: {{ .Values.dags.gitSync.repo | quote }}}
+    - {name: GITSYNC_REF, value: {{ .Values.dags.gitSync.branch | quote }}}
+    - {name: GITSYNC_ROOT, value: /git}
+    - {name: GITSYNC_LINK, value: repo}
+    - {name: GITSYNC_PERIOD, value: {{ .Values.dags.gitSync.period | quote }}}
+  {{- with .Values.dags.gitSync.credentialsSecretName }}
+  envFrom:
+    - secretRef: {name: {{ . }}}
+  {{- end }}
+  resources:
+    {{- toYaml .Values.dags.gitSync.resources | nindent 4 }}
+  volumeMounts:
+    - {name: dags, mountPath: /git}
+{{- end }}
+{{- end -}}
+
+{{/* Wait for the migration Job's work before starting (Airflow's own check, idempotent). */}}
+{{- define "sluice.waitForMigrations" -}}
+- name: wait-for-migrations
+  image: {{ include "sluice.image" . }}
+  imagePullPolicy: {{ .Values.images.airflow.pullPolicy }}
+  args: ["airflow", "db", "check-migrations", "--migration-wait-timeout", "600"]
+  securityContext:
+    {{- include "sluice.containerSecurityContext" dict | nindent 4 }}
+  resources:
+    {{- toYaml .Values.migrations.resources | nindent 4 }}
+  env:
+    {{- include "sluice.airflowEnv" . | nindent 4 }}
+  volumeMounts:
+    {{- include "sluice.airflowVolumeMounts" . | nindent 4 }}
+{{- end -}}
+
+{{/* The per-pool scaling query: one SQL text shared with sluice.scaling (files/pool-load.sql). */}}
+{{- define "sluice.poolLoadQuery" -}}
+{{- $queues := list -}}
+{{- range .pool.queues }}{{ $queues = append $queues (printf "'%s'" .) }}{{ end -}}
+{{- .root.Files.Get "files/pool-load.sql" | replace "{queues}" (join ", " $queues) | replace "{concurrency}" (toString (.pool.concurrency | default 8)) | trim -}}
+{{- end -}}
+
+{{/* One Airflow component Deployment: api-server, scheduler, dag-processor, triggerer. */}}
+{{- define "sluice.componentDeployment" -}}
+{{- $root := .root -}}
+{{- $values := .values -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "sluice.fullname" $root }}-{{ .component }}
+  labels:
+    {{- include "sluice.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  replicas: {{ $values.replicas }}
+  selector:
+    matchLabels:
+      {{- include "sluice.selector" (dict "root" $root "component" .component) | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "sluice.selector" (dict "root" $root "component" .component) | nindent 8 }}
+      annotations:
+        checksum/platform: {{ include (print $root.Template.BasePath "/configmap-platform.yaml") $root | sha256sum }}
+    spec:
+      serviceAccountName: {{ include "sluice.fullname" $root }}-{{ .serviceAccount | default .component }}
+      securityContext:
+        {{- include "sluice.podSecurityContext" dict | nindent 8 }}
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      initContainers:
+        {{- include "sluice.waitForMigrations" $root | nindent 8 }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "sluice.image" $root }}
+          imagePullPolicy: {{ $root.Values.images.airflow.pullPolicy }}
+          args: {{ toJson .args }}
+          securityContext:
+            {{- include "sluice.containerSecurityContext" dict | nindent 12 }}
+          resources:
+            {{- toYaml $values.resources | nindent 12 }}
+          env:
+            {{- include "sluice.airflowEnv" $root | nindent 12 }}
+          {{- with .ports }}
+          ports:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          {{- with .probes }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+          volumeMounts:
+            {{- include "sluice.airflowVolumeMounts" $root | nindent 12 }}
+        {{- if .dags }}
+        {{- include "sluice.gitSync" $root | nindent 8 }}
+        {{- end }}
+      volumes:
+        {{- include "sluice.airflowVolumes" $root | nindent 8 }}
+{{- end -}}
