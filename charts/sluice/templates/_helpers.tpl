@@ -234,3 +234,15 @@ spec:
       volumes:
         {{- include "sluice.airflowVolumes" $root | nindent 8 }}
 {{- end -}}
+
+{{/* A pool's autoscaling with the same defaults as sluice.platform.Autoscaling (0 and false kept). */}}
+{{- define "sluice.poolAutoscaling" -}}
+{{- $as := .autoscaling | default dict -}}
+{{- $down := $as.scaleDown | default dict -}}
+{{- $d := dict "enabled" true "minReplicas" 1 "maxReplicas" 4 "cooldownPeriod" 300 "pollingInterval" 15 -}}
+{{- range $k, $v := $d }}{{ if hasKey $as $k }}{{ $_ := set $d $k (get $as $k) }}{{ end }}{{ end -}}
+{{- $sd := dict "stabilizationWindowSeconds" 300 "podsPerPeriod" 1 "periodSeconds" 60 -}}
+{{- range $k, $v := $sd }}{{ if hasKey $down $k }}{{ $_ := set $sd $k (get $down $k) }}{{ end }}{{ end -}}
+{{- $_ := set $d "scaleDown" $sd -}}
+{{- toJson $d -}}
+{{- end -}}

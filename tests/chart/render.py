@@ -1,0 +1,74 @@
+"""Render the chart with the real ``helm template`` and return parsed documents.
+
+Modelled on the official Apache Airflow chart's helm tests: one small helper, one behaviour per test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "sluice"
+sys.path.insert(0, str(REPO / "tools"))
+from ensure_helm import helm_path  # noqa: E402
+
+
+@cache
+def helm() -> str:
+    return os.environ.get("HELM") or str(helm_path())
+
+
+class RenderError(RuntimeError):
+    """helm refused the values (schema or a `fail` in the chart); the message is helm's."""
+
+
+def render_chart(
+    values: dict[str, Any] | None = None,
+    show_only: list[str] | None = None,
+    values_files: list[Path] | None = None,
+    name: str = "sluice",
+    namespace: str = "ml",
+) -> list[dict[str, Any]]:
+    cmd = [helm(), "template", name, str(CHART), "--namespace", namespace]
+    for path in values_files or []:
+        cmd += ["--values", str(path)]
+    cmd += ["--values", "-"]  # the test's own values last: they override the files it names
+    for template in show_only or []:
+        cmd += ["--show-only", template]
+    proc = subprocess.run(cmd, input=yaml.safe_dump(values or {}), capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RenderError(proc.stderr.strip())
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def get(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert found, f"no {kind} {name}; have: {sorted((d['kind'], d['metadata']['name']) for d in docs)}"
+    return found[0]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    specs = []
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            specs.append((f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]))
+    return specs
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}

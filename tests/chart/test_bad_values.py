@@ -1,0 +1,70 @@
+"""Every bad values file is refused with a message that names the field and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chart.render import RenderError, render_chart
+
+POOL = {"name": "p", "queues": ["q"]}
+EXTERNAL = {"postgresql": {"enabled": False}, "redis": {"enabled": False}, "data": {"brokerUrl": "redis://r:6379/0"}}
+
+CASES = {
+    "two pools claiming one queue": (
+        {"pools": [POOL, {"name": "o", "queues": ["q"]}]},
+        'queue "q" is already served by pool "p"; give each queue to exactly one pool',
+    ),
+    "a pool with no queues": ({"pools": [{"name": "p", "queues": []}]}, "/pools/0/queues"),
+    "the kubernetes queue claimed by a pool": (
+        {"pools": [{"name": "p", "queues": ["kubernetes"]}]},
+        'queue "kubernetes" routes to the KubernetesExecutor (routing.kubernetesQueue)',
+    ),
+    "KEDA on without PostgreSQL": (
+        {**EXTERNAL, "data": {**EXTERNAL["data"], "metadataConnection": "mysql://u:secret@db/airflow"}},
+        "keda.enabled needs a PostgreSQL metadata database",
+    ),
+    "min greater than max": (
+        {"pools": [{**POOL, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}]},
+        "autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (2)",
+    ),
+    "a GPU count without a resource name": (
+        {"profiles": {"g": {"gpu": {"count": 1}}}},
+        "profiles.g.gpu: count is 1 but resource is empty; name the vendor resource",
+    ),
+    "a pool name that is not a DNS label": ({"pools": [{"name": "High_Mem", "queues": ["q"]}]}, "/pools/0/name"),
+    "a grace period shorter than the longest task": (
+        {"pools": [{**POOL, "terminationGracePeriodSeconds": 60, "maxTaskDurationSeconds": 600}]},
+        "terminationGracePeriodSeconds (60) is shorter than maxTaskDurationSeconds (600)",
+    ),
+    "a grace period longer than the visibility timeout": (
+        {"pools": [{**POOL, "terminationGracePeriodSeconds": 7200}], "celery": {"visibilityTimeout": 3600}},
+        "exceeds celery.visibilityTimeout (3600)",
+    ),
+    "an unknown pool field": ({"pools": [{**POOL, "concurency": 4}]}, "additional properties 'concurency' not allowed"),
+    "a negative replica count": (
+        {"pools": [{**POOL, "autoscaling": {"minReplicas": -1}}]},
+        "/pools/0/autoscaling/minReplicas",
+    ),
+    "a memory quantity that is not one": ({"profiles": {"x": {"memory": "lots"}}}, "/profiles/x/memory"),
+    "the latest image tag": ({"images": {"airflow": {"repository": "r/a", "tag": "latest"}}}, "/images/airflow/tag"),
+    "an unknown executor": ({"executor": "CeleryKubernetesExecutor"}, "/executor"),
+    "no database at all": ({"postgresql": {"enabled": False}}, "set data.metadataSecretName"),
+    "no broker at all": ({"redis": {"enabled": False}}, "set data.brokerUrlSecretName"),
+    "git-sync without a repository": ({"dags": {"gitSync": {"enabled": True}}}, "dags.gitSync.repo is empty"),
+    "a quote in a queue name": ({"pools": [{"name": "p", "queues": ["a'b"]}]}, "/pools/0/queues/0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_values_are_refused(case: str) -> None:
+    values, message = CASES[case]
+    with pytest.raises(RenderError) as refused:
+        render_chart(values, show_only=["templates/configmap-platform.yaml"])
+    assert message in str(refused.value)
+
+
+def test_refusal_never_prints_a_database_password() -> None:
+    values, _ = CASES["KEDA on without PostgreSQL"]
+    with pytest.raises(RenderError) as refused:
+        render_chart(values)
+    assert "secret" not in str(refused.value)

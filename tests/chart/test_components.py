@@ -1,0 +1,181 @@
+"""Every component renders, with one executor list, the policy and the platform file everywhere."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+
+import yaml
+from sluice.platform import parse_platform
+
+from tests.chart.render import CHART, by_kind, containers, env_of, get, helm, pod_specs, render_chart
+
+AIRFLOW_DEPLOYMENTS = ["api-server", "scheduler", "dag-processor", "triggerer"]
+
+
+def airflow_containers(docs):
+    for name, spec in pod_specs(docs):
+        for container in containers(spec):
+            if container["image"].startswith("ghcr.io/sluice-ml/airflow:"):
+                yield name, container
+
+
+def test_each_airflow_component_has_a_deployment(default_docs) -> None:
+    for component in AIRFLOW_DEPLOYMENTS:
+        deployment = get(default_docs, "Deployment", f"sluice-{component}")
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["airflow", component]
+
+
+def test_scheduler_may_run_more_than_one_replica() -> None:
+    docs = render_chart({"scheduler": {"replicas": 2}}, show_only=["templates/scheduler.yaml"])
+    assert docs[0]["spec"]["replicas"] == 2
+
+
+def test_executor_is_identical_in_every_airflow_container(default_docs) -> None:
+    seen = {env_of(c)["AIRFLOW__CORE__EXECUTOR"] for _, c in airflow_containers(default_docs)}
+    assert seen == {"CeleryExecutor,KubernetesExecutor"}
+
+
+def test_kubernetes_executor_pod_template_uses_the_same_executor(default_docs) -> None:
+    platform_cm = get(default_docs, "ConfigMap", "sluice-platform")
+    template = yaml.safe_load(platform_cm["data"]["pod_template.yaml"])
+    assert env_of(template["spec"]["containers"][0])["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor,KubernetesExecutor"
+
+
+def test_routing_policy_is_enabled_in_every_airflow_container(default_docs) -> None:
+    platform_cm = get(default_docs, "ConfigMap", "sluice-platform")
+    assert "from sluice.policy import task_policy" in platform_cm["data"]["airflow_local_settings.py"]
+    for name, container in airflow_containers(default_docs):
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/opt/airflow/config/airflow_local_settings.py" in mounts, name
+
+
+def test_platform_file_is_mounted_and_named_everywhere(default_docs) -> None:
+    for name, container in airflow_containers(default_docs):
+        assert env_of(container)["SLUICE_PLATFORM_FILE"] == "/opt/sluice/platform.yaml", name
+
+
+def test_rendered_platform_yaml_is_what_the_sluice_package_loads(default_docs) -> None:
+    data = yaml.safe_load(get(default_docs, "ConfigMap", "sluice-platform")["data"]["platform.yaml"])
+    platform = parse_platform(data, source="platform.yaml")
+    assert [p.name for p in platform.pools] == ["default", "highmem", "gpu"]
+    assert platform.launcher.type == "kubernetes"
+    assert platform.launcher.namespace == "ml"
+    assert platform.profile("gpu").gpu.resource == "nvidia.com/gpu"
+
+
+def test_no_secret_value_sits_in_a_configmap(default_docs) -> None:
+    secrets = [base64.b64decode(v).decode() for d in by_kind(default_docs, "Secret") for v in d["data"].values()]
+    assert secrets
+    for cm in by_kind(default_docs, "ConfigMap"):
+        text = yaml.safe_dump(cm["data"])
+        assert not [s for s in secrets if s in text], cm["metadata"]["name"]
+
+
+def test_migration_and_admin_jobs_are_helm_hooks_by_default(default_docs) -> None:
+    for job in ("sluice-migrate", "sluice-create-user"):
+        annotations = get(default_docs, "Job", job)["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+
+
+def test_migration_job_builds_the_pool_load_index(default_docs) -> None:
+    args = get(default_docs, "Job", "sluice-migrate")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "airflow db migrate && python -m sluice.scaling ensure-index" in args
+
+
+def test_without_helm_hooks_jobs_are_plain_and_named_per_revision() -> None:
+    docs = render_chart({"migrations": {"useHelmHooks": False}}, show_only=["templates/jobs.yaml"])
+    for job in docs:
+        assert "annotations" not in job["metadata"]
+        assert job["metadata"]["name"].endswith("-1")
+
+
+def test_admin_user_job_is_optional() -> None:
+    docs = render_chart({"createUserJob": {"enabled": False}}, show_only=["templates/jobs.yaml"])
+    assert [d["metadata"]["name"] for d in docs] == ["sluice-migrate"]
+
+
+def test_bundled_databases_render_for_dev(default_docs) -> None:
+    get(default_docs, "StatefulSet", "sluice-postgresql")
+    get(default_docs, "Deployment", "sluice-redis")
+
+
+def test_external_databases_replace_the_bundled_ones() -> None:
+    values = {
+        "postgresql": {"enabled": False},
+        "redis": {"enabled": False},
+        "data": {"metadataSecretName": "prod-db", "brokerUrlSecretName": "prod-redis"},
+    }
+    docs = render_chart(values)
+    assert not [d for d in docs if d["metadata"]["name"] in ("sluice-postgresql", "sluice-redis")]
+    scheduler = get(docs, "Deployment", "sluice-scheduler")["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(scheduler)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]["secretKeyRef"]["name"] == "prod-db"
+    assert env["AIRFLOW__CELERY__BROKER_URL"]["secretKeyRef"]["name"] == "prod-redis"
+
+
+def test_scheduler_and_workers_may_launch_pods_in_the_release_namespace_only(default_docs) -> None:
+    role = get(default_docs, "Role", "sluice-pod-launcher")
+    pods = next(r for r in role["rules"] if r["resources"] == ["pods"])
+    assert {"create", "watch", "delete", "patch"} <= set(pods["verbs"])
+    binding = get(default_docs, "RoleBinding", "sluice-pod-launcher")
+    assert {s["name"] for s in binding["subjects"]} == {"sluice-scheduler", "sluice-worker", "sluice-triggerer"}
+    assert not by_kind(default_docs, "ClusterRole") and not by_kind(default_docs, "ClusterRoleBinding")
+
+
+def test_services_expose_the_api_server(default_docs) -> None:
+    service = get(default_docs, "Service", "sluice-api-server")
+    assert service["spec"]["ports"][0]["port"] == 8080
+
+
+def test_ingress_is_optional_and_points_at_the_api_server() -> None:
+    docs = render_chart({"ingress": {"enabled": True, "host": "ml.example.org"}}, show_only=["templates/ingress.yaml"])
+    backend = docs[0]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert docs[0]["spec"]["rules"][0]["host"] == "ml.example.org"
+    assert backend["name"] == "sluice-api-server"
+
+
+def test_git_sync_sidecar_delivers_dags_when_enabled() -> None:
+    docs = render_chart({"dags": {"gitSync": {"enabled": True, "repo": "https://git.example.org/dags.git"}}})
+    scheduler = get(docs, "Deployment", "sluice-scheduler")["spec"]["template"]["spec"]
+    assert "git-sync" in [c["name"] for c in scheduler["containers"]]
+    assert env_of(scheduler["containers"][0])["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/dags/repo/dags"
+
+
+def test_dags_are_baked_into_the_image_by_default(default_docs) -> None:
+    scheduler = get(default_docs, "Deployment", "sluice-scheduler")["spec"]["template"]["spec"]
+    assert [c["name"] for c in scheduler["containers"]] == ["scheduler"]
+
+
+def test_metrics_exporter_and_optional_service_monitor() -> None:
+    docs = render_chart({"metrics": {"serviceMonitor": {"enabled": True}}}, show_only=["templates/metrics.yaml"])
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "ServiceMonitor"}
+
+
+def test_pdbs_cover_scheduler_api_server_and_every_pool(default_docs) -> None:
+    names = {d["metadata"]["name"] for d in by_kind(default_docs, "PodDisruptionBudget")}
+    assert names == {
+        "sluice-scheduler",
+        "sluice-api-server",
+        "sluice-worker-default",
+        "sluice-worker-highmem",
+        "sluice-worker-gpu",
+    }
+
+
+def test_network_policies_deny_by_default(default_docs) -> None:
+    deny = get(default_docs, "NetworkPolicy", "sluice-default-deny")
+    assert deny["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in deny["spec"]
+
+
+def test_notes_name_the_ui_and_the_pools() -> None:
+    proc = subprocess.run(
+        [helm(), "install", "sluice", str(CHART), "--dry-run=client", "--namespace", "ml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "port-forward svc/sluice-api-server 8080:8080" in proc.stdout
+    assert "default: queues default; concurrency 8" in proc.stdout
+    assert "gpu: queues gpu; concurrency 1; replicas 0..2" in proc.stdout

@@ -1,0 +1,131 @@
+"""Per-pool workers: their queues, scaling (KEDA or HPA), grace, pacing and scale-in safety."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sluice.platform import Pool
+from sluice.scaling import pool_load_sql
+
+from tests.chart.render import REPO, env_of, get, render_chart
+
+SHOW = ["templates/workers.yaml"]
+
+
+def worker(docs, pool: str) -> dict:
+    return get(docs, "Deployment", f"sluice-worker-{pool}")
+
+
+def test_each_pool_has_a_worker_deployment_consuming_only_its_queues(default_docs) -> None:
+    for pool, queues, concurrency in (("default", "default", "8"), ("highmem", "highmem", "2"), ("gpu", "gpu", "1")):
+        args = worker(default_docs, pool)["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args == ["airflow", "celery", "worker", "--queues", queues, "--concurrency", concurrency]
+
+
+def test_a_pool_serving_several_queues_lists_them_all() -> None:
+    pools = [{"name": "etl", "queues": ["extract", "load"], "concurrency": 4}]
+    args = worker(render_chart({"pools": pools}, show_only=SHOW), "etl")["spec"]["template"]["spec"]["containers"][0]
+    assert args["args"][3:5] == ["--queues", "extract,load"]
+
+
+def test_each_pool_gets_a_keda_scaled_object_with_its_own_query(default_docs) -> None:
+    scaled = get(default_docs, "ScaledObject", "sluice-worker-highmem")
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "postgresql"
+    assert "queue IN ('highmem')" in trigger["metadata"]["query"]
+    assert "COUNT(*)::decimal / 2" in trigger["metadata"]["query"]
+    assert trigger["metadata"]["targetQueryValue"] == "1"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "sluice-worker-highmem"
+
+
+def test_keda_query_excludes_kubernetes_executor_tasks_null_safely(default_docs) -> None:
+    query = get(default_docs, "ScaledObject", "sluice-worker-default")["spec"]["triggers"][0]["metadata"]["query"]
+    assert "executor IS DISTINCT FROM 'KubernetesExecutor'" in query
+    assert "!=" not in query and "<>" not in query
+
+
+def test_keda_query_is_the_one_the_sluice_package_computes(default_docs) -> None:
+    query = get(default_docs, "ScaledObject", "sluice-worker-default")["spec"]["triggers"][0]["metadata"]["query"]
+    assert query == pool_load_sql(Pool(name="default", queues=["default"], concurrency=8))
+
+
+def test_chart_copy_of_the_query_is_byte_identical_to_the_packages() -> None:
+    chart_copy = (REPO / "charts" / "sluice" / "files" / "pool-load.sql").read_bytes()
+    assert chart_copy == (REPO / "operators" / "sluice" / "sql" / "pool-load.sql").read_bytes()
+
+
+def test_keda_reads_the_database_from_the_worker_env(default_docs) -> None:
+    scaled = get(default_docs, "ScaledObject", "sluice-worker-default")
+    assert scaled["spec"]["triggers"][0]["metadata"]["connectionFromEnv"] == "SLUICE_KEDA_DB_CONN"
+    env = env_of(worker(default_docs, "default")["spec"]["template"]["spec"]["containers"][0])
+    assert env["SLUICE_KEDA_DB_CONN"]["secretKeyRef"]["key"] == "keda-connection"
+
+
+def test_gpu_pool_scales_from_zero_and_tolerates_gpu_taints(default_docs) -> None:
+    scaled = get(default_docs, "ScaledObject", "sluice-worker-gpu")
+    assert scaled["spec"]["minReplicaCount"] == 0
+    tolerations = worker(default_docs, "gpu")["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+
+
+def test_hpa_replaces_keda_when_keda_is_off() -> None:
+    docs = render_chart({"keda": {"enabled": False}}, show_only=SHOW)
+    hpas = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    assert len(hpas) == 3 and not [d for d in docs if d["kind"] == "ScaledObject"]
+    gpu = next(h for h in hpas if h["metadata"]["name"] == "sluice-worker-gpu")
+    assert gpu["spec"]["minReplicas"] == 1, "an HPA cannot scale to zero"
+
+
+def test_pool_grace_period_comes_from_values(default_docs) -> None:
+    assert worker(default_docs, "gpu")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 3600
+    assert worker(default_docs, "default")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 600
+
+
+def test_workers_have_no_pre_stop_hook_that_could_cut_the_drain(default_docs) -> None:
+    container = worker(default_docs, "default")["spec"]["template"]["spec"]["containers"][0]
+    assert "lifecycle" not in container
+
+
+def test_scale_in_pacing_comes_from_values() -> None:
+    pools = [
+        {
+            "name": "p",
+            "queues": ["q"],
+            "autoscaling": {"scaleDown": {"stabilizationWindowSeconds": 900, "podsPerPeriod": 2, "periodSeconds": 120}},
+        }
+    ]
+    scaled = get(render_chart({"pools": pools}, show_only=SHOW), "ScaledObject", "sluice-worker-p")
+    down = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert down == {"stabilizationWindowSeconds": 900, "policies": [{"type": "Pods", "value": 2, "periodSeconds": 120}]}
+
+
+def test_hpa_fallback_gets_the_same_pacing() -> None:
+    pools = [{"name": "p", "queues": ["q"], "autoscaling": {"scaleDown": {"podsPerPeriod": 3}}}]
+    hpa = render_chart({"pools": pools, "keda": {"enabled": False}}, show_only=SHOW)[1]
+    assert hpa["spec"]["behavior"]["scaleDown"]["policies"][0]["value"] == 3
+
+
+def test_workers_know_their_pod_for_the_deletion_cost_keeper(default_docs) -> None:
+    spec = worker(default_docs, "default")["spec"]["template"]
+    env = env_of(spec["spec"]["containers"][0])
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == "sluice.worker.celery_config.CELERY_CONFIG"
+    assert spec["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] == "0"
+
+
+def test_worker_pods_run_with_the_account_that_may_patch_pods(default_docs) -> None:
+    assert worker(default_docs, "default")["spec"]["template"]["spec"]["serviceAccountName"] == "sluice-worker"
+
+
+def test_pool_without_autoscaling_gets_fixed_replicas() -> None:
+    pools = [{"name": "p", "queues": ["q"], "autoscaling": {"enabled": False, "minReplicas": 3}}]
+    docs = render_chart({"pools": pools}, show_only=SHOW)
+    assert [d["kind"] for d in docs] == ["Deployment"] and docs[0]["spec"]["replicas"] == 3
+
+
+def test_pools_do_not_share_a_path_with_tests_from_the_package() -> None:
+    assert (
+        Path(REPO / "operators" / "sluice" / "sql" / "pool-load-index.sql")
+        .read_text()
+        .startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS")
+    )
