@@ -21,9 +21,7 @@ def test_every_task_succeeds(first_run: RunOutcome) -> None:
     assert first_run.state == "success"
 
 
-def test_every_declared_artifact_exists_under_the_runs_prefix(
-    first_run: RunOutcome, sluice_home: Path
-) -> None:
+def test_every_declared_artifact_exists_under_the_runs_prefix(first_run: RunOutcome, sluice_home: Path) -> None:
     for task in first_run.tasks:
         assert task.outputs, f"{task.task_id} reported no outputs"
         for uri in task.outputs.values():
@@ -49,9 +47,7 @@ def test_both_sources_are_joined(first_run: RunOutcome) -> None:
     assert csv_rows == sql_rows == 569
 
 
-def test_rerun_with_nothing_changed_skips_every_step_but_ingest(
-    first_run: RunOutcome, dags_folder: Path
-) -> None:
+def test_rerun_with_nothing_changed_skips_every_step_but_ingest(first_run: RunOutcome, dags_folder: Path) -> None:
     second = run_dag("ml_training_pipeline", dags_folder)
     assert second.succeeded
     hits = {t.task_id for t in second.tasks if t.cache_hit}
@@ -59,9 +55,7 @@ def test_rerun_with_nothing_changed_skips_every_step_but_ingest(
     assert Path(second.task("publish").outputs["model"]).is_file()
 
 
-def test_failed_quality_gate_stops_publish(
-    first_run: RunOutcome, dags_folder: Path, sluice_home: Path
-) -> None:
+def test_failed_quality_gate_stops_publish(first_run: RunOutcome, dags_folder: Path, sluice_home: Path) -> None:
     gated = run_dag("ml_training_pipeline", dags_folder, {"min_roc_auc": 0.99999})
     states = {t.task_id: t.state for t in gated.tasks}
     assert states["evaluate"] == "failed"

@@ -46,9 +46,7 @@ def test_an_explicit_executor_is_respected(executors) -> None:
 
 
 def test_executor_given_by_module_path_is_recognised(executors) -> None:
-    executors(
-        "CeleryExecutor,airflow.providers.cncf.kubernetes.executors.kubernetes_executor.KubernetesExecutor"
-    )
+    executors("CeleryExecutor,airflow.providers.cncf.kubernetes.executors.kubernetes_executor.KubernetesExecutor")
     task = make_task("kubernetes")
     policy.task_policy(task)
     assert task.executor == "KubernetesExecutor"
@@ -56,9 +54,7 @@ def test_executor_given_by_module_path_is_recognised(executors) -> None:
 
 def test_unserved_queue_is_refused_naming_the_pools(executors) -> None:
     executors("CeleryExecutor,KubernetesExecutor")
-    with pytest.raises(
-        AirflowClusterPolicyViolation, match=r"queue 'gpus' is served by no pool; .*gpu \(gpu\)"
-    ):
+    with pytest.raises(AirflowClusterPolicyViolation, match=r"queue 'gpus' is served by no pool; .*gpu \(gpu\)"):
         policy.task_policy(make_task("gpus"))
 
 

@@ -74,9 +74,7 @@ def kube_api(tmp_path: Path) -> Iterator[tuple[StubKubernetesApi, Path]]:
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [
-                    {"name": "stub", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
-                ],
+                "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
                 "users": [{"name": "stub", "user": {"token": "stub"}}],
                 "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub"}}],
                 "current-context": "stub",
@@ -92,9 +90,7 @@ def redis_url(redis_server) -> str:
     return f"redis://{redis_server.host}:{redis_server.port}/0"
 
 
-def start_worker(
-    redis_url: str, tmp_path: Path, concurrency: int, kubeconfig: Path | None = None
-) -> subprocess.Popen:
+def start_worker(redis_url: str, tmp_path: Path, concurrency: int, kubeconfig: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "SLUICE_TEST_REDIS": redis_url, "PYTHONPATH": str(HERE)}
     if kubeconfig:
         env |= {
@@ -159,9 +155,7 @@ def test_sigterm_lets_the_running_task_finish_and_takes_no_new_one(redis_url: st
         assert worker.wait(timeout=BOUND) == 0
         assert (markers / "long.done").exists()
         assert not (markers / "late.started").exists()
-        assert redis.Redis.from_url(redis_url).llen("default") == 1, (
-            "the late task must still wait on the queue"
-        )
+        assert redis.Redis.from_url(redis_url).llen("default") == 1, "the late task must still wait on the queue"
     finally:
         stop(worker)
 
