@@ -104,5 +104,27 @@ def check(
     console.print(f"[green]✓[/] {dag_folder}: every DAG imports and every queue and profile exists")
 
 
+@app.command("pod-spec")
+def pod_spec(
+    dag_id: Annotated[str, typer.Argument(help="DAG id")],
+    task_id: Annotated[str, typer.Argument(help="an MLStepOperator task of that DAG")],
+    dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs")] = DEFAULT_DAGS,
+) -> None:
+    """Print the pod manifest (YAML) the Kubernetes launcher would submit for a step, built offline."""
+    import yaml
+
+    from sluice import embedded
+
+    embedded.configure(dags_folder=dags_folder)
+    from sluice.podspec import pod_manifest
+
+    try:
+        manifest = pod_manifest(dag_id, task_id, dags_folder)
+    except (KeyError, TypeError, PlatformError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    typer.echo(yaml.safe_dump(manifest, sort_keys=False), nl=False)
+
+
 if __name__ == "__main__":
     app()

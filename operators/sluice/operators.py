@@ -6,6 +6,7 @@ runs on a laptop and on a cluster.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +15,9 @@ from airflow.sdk.exceptions import AirflowException
 
 from sluice import artifacts
 from sluice.cache import StepCache, cache_key
-from sluice.contract import StepContractError, read_result, step_env
+from sluice.contract import ENV_INPUTS, ENV_OUTPUTS, ENV_RESULT_URI, StepContractError, read_result, step_env
 from sluice.launchers import StepFailed, StepRun, launcher_for
-from sluice.platform import PlatformError, current_platform
+from sluice.platform import Platform, PlatformError, current_platform
 
 
 class MLStepOperator(BaseOperator):
@@ -64,17 +65,44 @@ class MLStepOperator(BaseOperator):
                     "name such as 'model.joblib' (no '/', not starting with '_')"
                 )
 
+    def build_step_run(
+        self,
+        platform: Platform,
+        dag_id: str,
+        run_id: str,
+        try_number: int,
+        map_index: int = -1,
+        inputs: dict[str, str] | None = None,
+    ) -> StepRun:
+        """Everything a launcher needs for one try of this step; ``sluice pod-spec`` builds it offline."""
+        prefix = artifacts.task_prefix(platform.artifacts.root, dag_id, run_id, self.task_id, map_index)
+        outputs = {name: artifacts.join(prefix, filename) for name, filename in self.outputs.items()}
+        return StepRun(
+            dag_id=dag_id,
+            task_id=self.task_id,
+            run_id=run_id,
+            try_number=try_number,
+            map_index=map_index,
+            image=platform.image_ref(self.image),
+            command=self.command,
+            env=step_env(self._resolved_inputs() if inputs is None else inputs, outputs, self.step_params, prefix),
+            profile_name=self.profile,
+            profile=platform.profile(self.profile),
+            artifact_prefix=prefix,
+        )
+
     def execute(self, context: Context) -> dict[str, Any]:
         platform = current_platform()
         ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        prefix = artifacts.task_prefix(platform.artifacts.root, ti.dag_id, ti.run_id, ti.task_id, map_index)
-        outputs = {name: artifacts.join(prefix, filename) for name, filename in self.outputs.items()}
-        inputs = self._resolved_inputs()
-        image = platform.image_ref(self.image)
+        step = self.build_step_run(platform, ti.dag_id, ti.run_id, ti.try_number, getattr(ti, "map_index", -1))
+        prefix = step.artifact_prefix
+        outputs = json.loads(step.env[ENV_OUTPUTS])
+        inputs = json.loads(step.env[ENV_INPUTS])
 
         store = StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
-        key = cache_key(image, self.command, self.step_params, inputs, outputs, self.cache_version) if store else None
+        key = None
+        if store:
+            key = cache_key(step.image, self.command, self.step_params, inputs, outputs, self.cache_version)
         result: dict[str, Any] | None = None
         if store and key:
             hit = store.lookup(key, outputs)
@@ -88,29 +116,16 @@ class MLStepOperator(BaseOperator):
                     src.get("task_id"),
                 )
                 result = {**hit.result, "cache": {"hit": True, "key": key, "from_run": src.get("run_id")}}
-                artifacts.write_json_atomic(artifacts.join(prefix, "_result.json"), result)
+                artifacts.write_json_atomic(step.env[ENV_RESULT_URI], result)
             else:
                 self.log.info("cache miss, key %s: running the step", key[:16])
 
         if result is None:
-            step = StepRun(
-                dag_id=ti.dag_id,
-                task_id=ti.task_id,
-                run_id=ti.run_id,
-                try_number=ti.try_number,
-                map_index=map_index,
-                image=image,
-                command=self.command,
-                env=step_env(inputs, outputs, self.step_params, prefix),
-                profile_name=self.profile,
-                profile=platform.profile(self.profile),
-                artifact_prefix=prefix,
-            )
             self._launcher = launcher_for(platform)
             try:
                 self._launcher.run(step, self.log, context)
-                result = read_result(step.env["SLUICE_RESULT_URI"], outputs)
-            except (StepFailed, StepContractError) as exc:
+                result = read_result(step.env[ENV_RESULT_URI], outputs)
+            except (StepFailed, StepContractError, PlatformError) as exc:
                 for partial in artifacts.remove_partials(prefix):
                     self.log.warning("removed partial artifact %s left by the failed step", partial)
                 raise AirflowException(str(exc)) from None

@@ -1,0 +1,197 @@
+"""Run a step as a pod through the cncf.kubernetes provider's KubernetesPodOperator machinery.
+
+The provider does pod creation, log streaming, start-up timeouts, ImagePullBackOff detection,
+re-attachment on retry (pods are labelled with dag/task/run/try and found again by label) and cleanup;
+this module only turns a Sluice step + profile into the operator's arguments and its failures into
+messages a DAG author can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from kubernetes.client import models as k8s
+
+from sluice.launchers.base import StepFailed, StepRun
+from sluice.platform import Platform, PlatformError, Profile
+
+STEP_UID = 10001
+LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def label_value(value: object) -> str:
+    """A Kubernetes label value: 63 chars, alphanumeric at both ends."""
+    cleaned = LABEL_VALUE.sub("-", str(value))[:63].strip("-_.")
+    return cleaned or "none"
+
+
+def pod_name(step: StepRun) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", f"{step.dag_id}-{step.task_id}".lower()).strip("-")
+    return base[:50].rstrip("-") or "step"
+
+
+def resources(profile: Profile) -> k8s.V1ResourceRequirements:
+    """Requests = limits (Guaranteed QoS): a step gets exactly what its profile says, as locally."""
+    amounts: dict[str, str] = {"cpu": profile.cpu, "memory": profile.memory}
+    if profile.ephemeral_storage:
+        amounts["ephemeral-storage"] = profile.ephemeral_storage
+    limits = dict(amounts)
+    if profile.gpu.count and profile.gpu.resource:
+        limits[profile.gpu.resource] = str(profile.gpu.count)
+    return k8s.V1ResourceRequirements(requests=amounts, limits=limits)
+
+
+def tolerations(profile: Profile) -> list[k8s.V1Toleration]:
+    return [
+        k8s.V1Toleration(
+            key=t.get("key"),
+            operator=t.get("operator"),
+            value=t.get("value"),
+            effect=t.get("effect"),
+            toleration_seconds=t.get("tolerationSeconds"),
+        )
+        for t in profile.tolerations
+    ]
+
+
+def labels(step: StepRun) -> dict[str, str]:
+    """Sluice's own labels. The provider adds dag_id/task_id/run_id/try_number/map_index from the task
+    context itself, and finds a lost worker's pod again by those minus try_number: setting them here too
+    would pin the search to one try."""
+    return {
+        "app.kubernetes.io/name": "sluice-step",
+        "app.kubernetes.io/managed-by": "sluice",
+        "sluice.io/profile": label_value(step.profile_name),
+        **step.labels,
+    }
+
+
+def pod_operator(step: StepRun, platform: Platform) -> Any:
+    """The KubernetesPodOperator that runs this step (built, not executed: also used offline)."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    launcher = platform.launcher
+    if launcher.deferrable:
+        raise PlatformError(
+            "launcher.deferrable: true is not supported yet (the provider's deferral resumes a method of the "
+            "task's own operator, which a nested pod operator cannot receive); set it to false"
+        )
+    profile = step.profile
+    env_from = (
+        [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=platform.artifacts.secret_name))]
+        if platform.artifacts.secret_name
+        else None
+    )
+    return KubernetesPodOperator(
+        task_id=f"{step.task_id}.pod",
+        name=pod_name(step),
+        random_name_suffix=True,
+        namespace=launcher.namespace or None,
+        image=step.image,
+        cmds=step.command[:1],
+        arguments=step.command[1:],
+        env_vars=dict(sorted(step.env.items())),
+        env_from=env_from,
+        labels=labels(step),
+        container_resources=resources(profile),
+        node_selector=profile.node_selector or None,
+        tolerations=tolerations(profile) or None,
+        priority_class_name=profile.priority_class_name,
+        service_account_name=launcher.service_account_name or None,
+        automount_service_account_token=False,
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=STEP_UID,
+            run_as_group=STEP_UID,
+            fs_group=STEP_UID,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        container_security_context=k8s.V1SecurityContext(
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            run_as_non_root=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        ),
+        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+        volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        active_deadline_seconds=profile.timeout_seconds,
+        startup_timeout_seconds=launcher.startup_timeout_seconds,
+        schedule_timeout_seconds=launcher.startup_timeout_seconds,
+        on_finish_action=launcher.on_finish_action,
+        durable=True,
+        get_logs=True,
+        log_events_on_failure=True,
+        do_xcom_push=False,
+        in_cluster=None,
+    )
+
+
+def pending_reason(operator: Any) -> str:
+    """Why the pod did not start, from its conditions and container states (best effort)."""
+    if operator.pod is None:
+        return ""
+    try:
+        remote = operator.pod_manager.read_pod(operator.pod)
+    except Exception:
+        return ""
+    reasons = [
+        f"{c.reason}: {c.message}" for c in (remote.status.conditions or []) if c.status == "False" and c.message
+    ]
+    for status in remote.status.container_statuses or []:
+        waiting = status.state.waiting if status.state else None
+        if waiting and waiting.reason:
+            reasons.append(f"{waiting.reason}: {waiting.message or status.image}")
+    return "; ".join(reasons)
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+class KubernetesLauncher:
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self._operator: Any = None
+
+    def run(self, step: StepRun, log: logging.Logger, context: Any | None = None) -> None:
+        from airflow.providers.cncf.kubernetes.utils.pod_manager import (
+            PodLaunchFailedException,
+            PodLaunchTimeoutException,
+        )
+
+        if context is None:
+            raise StepFailed("the kubernetes launcher runs inside an Airflow task (it needs the task context)")
+        self._operator = operator = pod_operator(step, self.platform)
+        log.info(
+            "kubernetes launcher: %s in pod %s-* (namespace %s, profile %s)",
+            step.image,
+            operator.name,
+            operator.namespace or "in-cluster default",
+            step.profile_name,
+        )
+        try:
+            operator.execute_sync(context)
+        except Exception as exc:
+            # The provider's cleanup may raise "returned a failure" over the start-up error: find the cause.
+            launch = next(
+                (e for e in _chain(exc) if isinstance(e, PodLaunchFailedException | PodLaunchTimeoutException)), None
+            )
+            if launch is not None:
+                reason = pending_reason(operator)
+                raise StepFailed(
+                    f"step pod for {step.task_id} did not start: {str(launch).splitlines()[0]}"
+                    + (f" ({reason})" if reason else "")
+                ) from None
+            if getattr(operator, "_killed", False):
+                raise StepFailed(f"step pod for {step.task_id} was deleted because the task was killed") from None
+            raise StepFailed(f"step pod for {step.task_id} failed: {str(exc).splitlines()[0]}") from None
+
+    def on_kill(self) -> None:
+        if self._operator is not None:
+            self._operator.on_kill()

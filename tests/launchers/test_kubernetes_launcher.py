@@ -1,0 +1,197 @@
+"""The Kubernetes launcher end to end through real Airflow runs, against a stub API server.
+
+No Kubernetes API can run here, so ``kube_stub.KubeStub`` stands in for it (said so here, as the
+standards ask); it also plays the kubelet for the success case by writing the step's outputs. The kind
+suite runs the same path against a real cluster.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk import DAG
+from sluice.contract import step_env
+from sluice.launchers.base import StepFailed, StepRun
+from sluice.launchers.kubernetes import KubernetesLauncher
+from sluice.launchers.kubernetes import labels as launcher_labels
+from sluice.operators import MLStepOperator
+from sluice.platform import current_platform
+from sluice.runs import run_dag_object
+
+from tests.launchers.kube_stub import KubeStub
+
+_ids = itertools.count()
+LOG = logging.getLogger("test.kubernetes_launcher")
+
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory: pytest.TempPathFactory):
+    """One stub API server per module, named through Airflow's ``kubernetes_default`` connection (the
+    kubernetes client reads ``KUBECONFIG`` once, at import, so the env var cannot point at a new stub)."""
+    server = KubeStub("succeeded")
+    kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube"))
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig), "namespace": "ml"}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
+        yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def cluster(stub: KubeStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Path, request):
+    stub.scenario = request.param
+    stub.pods.clear()
+    stub.requests.clear()
+    stub.created.clear()
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(
+        json.dumps(
+            {
+                "pools": [{"name": "default", "queues": ["default"]}, {"name": "highmem", "queues": ["highmem"]}],
+                "profiles": {"default": {"cpu": "1", "memory": "1Gi"}, "highmem": {"memory": "2Gi"}},
+                "launcher": {
+                    "type": "kubernetes",
+                    "namespace": "ml",
+                    "startupTimeoutSeconds": 2,
+                    "onFinishAction": "delete_succeeded_pod",
+                },
+                "artifacts": {"root": str(tmp_path / "artifacts"), "cache": {"enabled": False}},
+                "stepImages": {"ml-steps": {"repository": "reg/ml-steps", "tag": "9.9"}},
+            }
+        )
+    )
+    monkeypatch.setenv("SLUICE_PLATFORM_FILE", str(platform))
+    monkeypatch.delenv("SLUICE_LAUNCHER", raising=False)
+    monkeypatch.delenv("SLUICE_ARTIFACT_ROOT", raising=False)
+    return stub
+
+
+def one_step_dag() -> DAG:
+    with DAG(f"k8s_{next(_ids)}", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        MLStepOperator(
+            task_id="train",
+            image="ml-steps",
+            command=["sluice-step", "train"],
+            outputs={"model": "model.joblib"},
+            retries=0,
+        )
+    return dag
+
+
+@pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
+def test_step_runs_as_a_pod_and_its_result_comes_back_through_the_store(cluster: KubeStub) -> None:
+    outcome = run_dag_object(one_step_dag())
+    assert outcome.task("train").state == "success"
+    assert outcome.task("train").metrics == {"ran_in": "pod"}
+    pod = cluster.created[0]
+    assert pod["spec"]["containers"][0]["image"] == "reg/ml-steps:9.9"
+    assert pod["spec"]["containers"][0]["command"] == ["sluice-step"] and pod["spec"]["containers"][0]["args"] == [
+        "train"
+    ]
+    assert pod["metadata"]["labels"]["task_id"] == "train" and pod["metadata"]["labels"]["try_number"] == "1"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "sluice"
+    assert any(path.endswith(pod["metadata"]["name"]) for path in cluster.calls("DELETE")), "succeeded pod deleted"
+
+
+def launch(step_id: str = "train", try_number: int = 1) -> tuple[KubernetesLauncher, StepRun, dict]:
+    """A launcher, its step and a task context, built outside a DAG run so failures can be asserted on."""
+    platform = current_platform()
+    step = StepRun(
+        dag_id="k8s_direct",
+        task_id=step_id,
+        run_id="manual__1",
+        try_number=try_number,
+        map_index=-1,
+        image=platform.image_ref("ml-steps"),
+        command=["sluice-step", "train"],
+        env=step_env({}, {"model": "/tmp/none"}, {}, "/tmp/prefix"),
+        profile_name="default",
+        profile=platform.profile("default"),
+        artifact_prefix="/tmp/prefix",
+    )
+    ti = SimpleNamespace(
+        dag_id=step.dag_id,
+        task_id=step.task_id,
+        run_id=step.run_id,
+        try_number=try_number,
+        map_index=-1,
+        xcom_push=lambda **_: None,
+    )
+    context = {"ti": ti, "task_instance": ti, "run_id": step.run_id, "dag": SimpleNamespace(dag_id=step.dag_id)}
+    return KubernetesLauncher(platform), step, context
+
+
+@pytest.mark.parametrize("cluster", ["unschedulable"], indirect=True)
+def test_pod_stuck_pending_fails_with_the_scheduler_reason(cluster: KubeStub) -> None:
+    launcher, step, context = launch()
+    with pytest.raises(StepFailed) as failed:
+        launcher.run(step, LOG, context)
+    assert "step pod for train did not start" in str(failed.value)
+    assert "0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(failed.value)
+
+
+@pytest.mark.parametrize("cluster", ["image-pull"], indirect=True)
+def test_image_pull_backoff_fails_fast_naming_the_image(cluster: KubeStub) -> None:
+    launcher, step, context = launch()
+    with pytest.raises(StepFailed) as failed:
+        launcher.run(step, LOG, context)
+    assert "ImagePullBackOff" in str(failed.value) and "reg/ml-steps:9.9" in str(failed.value)
+
+
+@pytest.mark.parametrize("cluster", ["failed"], indirect=True)
+def test_failed_pod_is_kept_for_debugging_under_delete_succeeded_pod(cluster: KubeStub) -> None:
+    launcher, step, context = launch()
+    with pytest.raises(StepFailed, match="step pod for train failed"):
+        launcher.run(step, LOG, context)
+    name = cluster.created[0]["metadata"]["name"]
+    assert not [p for p in cluster.calls("DELETE") if p.endswith(name)]
+    assert cluster.pods[name]["metadata"]["labels"]["already_checked"] == "True"
+
+
+@pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
+def test_a_retry_reattaches_to_the_pod_a_lost_worker_left_instead_of_creating_another(cluster: KubeStub) -> None:
+    launcher, step, context = launch(try_number=2)
+    orphan_labels = {
+        **launcher_labels(step),
+        "dag_id": step.dag_id,
+        "task_id": step.task_id,
+        "run_id": step.run_id,
+        "try_number": "1",
+        "kubernetes_pod_operator": "True",
+    }
+    cluster.add_pod("left-by-try-1", orphan_labels, running_reads=3)
+    launcher.run(step, LOG, context)
+    assert cluster.created == [], "no second pod"
+    assert "/api/v1/namespaces/ml/pods/left-by-try-1" in cluster.calls("DELETE")
+
+
+@pytest.mark.parametrize("cluster", ["running"], indirect=True)
+def test_killing_the_task_deletes_its_pod(cluster: KubeStub) -> None:
+    launcher, step, context = launch()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            launcher.run(step, LOG, context)
+        except StepFailed as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not cluster.created and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cluster.created, "the pod was never created"
+    launcher.on_kill()
+    worker.join(timeout=60)
+    name = cluster.created[0]["metadata"]["name"]
+    assert f"/api/v1/namespaces/ml/pods/{name}" in cluster.calls("DELETE")
+    assert errors and "was deleted because the task was killed" in str(errors[0])
