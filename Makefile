@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup demo test test-fast lint lock clean
+.PHONY: setup demo test test-fast test-kind lint lock clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -m "not integration"
+
+# The kind suite: needs kind and docker/podman (skips with the reason where they are missing).
+test-kind: setup
+	$(BIN)/pytest tests/kind -m kind -rs
 
 lint: setup
 	$(BIN)/ruff check .

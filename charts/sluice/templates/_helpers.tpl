@@ -78,6 +78,9 @@ capabilities:
   value: /opt/sluice/pod_template.yaml
 - name: SLUICE_PLATFORM_FILE
   value: /opt/sluice/platform.yaml
+- name: SLUICE_DEMO_DATA
+  # The example pipeline's sources, baked into the ml-steps image at this path.
+  value: /opt/sluice/demo-data
 {{- if .Values.metrics.enabled }}
 - name: AIRFLOW__METRICS__STATSD_ON
   value: "True"
