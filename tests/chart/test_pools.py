@@ -123,7 +123,7 @@ def test_pool_without_autoscaling_gets_fixed_replicas() -> None:
     assert [d["kind"] for d in docs] == ["Deployment"] and docs[0]["spec"]["replicas"] == 3
 
 
-def test_pools_do_not_share_a_path_with_tests_from_the_package() -> None:
+def test_scaling_index_is_built_concurrently_and_idempotently() -> None:
     assert (
         Path(REPO / "operators" / "sluice" / "sql" / "pool-load-index.sql")
         .read_text()

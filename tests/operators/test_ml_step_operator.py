@@ -116,51 +116,43 @@ def test_step_killed_mid_write_leaves_no_output(sluice_home: Path) -> None:
     assert not [p.name for p in prefix.rglob("*.tmp-*")], "the launcher must sweep a killed step's temp files"
 
 
-def test_memory_limit_of_the_profile_stops_the_step(
-    sluice_home: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    platform_file = tmp_path / "platform.yaml"
-    platform_file.write_text(
-        json.dumps(
-            {
-                "pools": [{"name": "default", "queues": ["default"]}],
-                "profiles": {"default": {"memory": "1Gi"}, "tiny": {"cpu": "1", "memory": "200Mi"}},
-                "artifacts": {"root": str(sluice_home / "artifacts")},
-                "launcher": {"type": "local"},
-            }
+@pytest.fixture
+def with_profiles(sluice_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run under a platform file that adds the given profiles (local launcher, the session's store)."""
+
+    def use(profiles: dict) -> None:
+        platform_file = tmp_path / "platform.yaml"
+        platform_file.write_text(
+            json.dumps(
+                {
+                    "pools": [{"name": "default", "queues": ["default"]}],
+                    "profiles": {"default": {}, **profiles},
+                    "artifacts": {"root": str(sluice_home / "artifacts")},
+                    "launcher": {"type": "local"},
+                }
+            )
         )
-    )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SLUICE_PLATFORM_FILE", str(platform_file))
-        with new_dag("oom") as dag:
-            step("hog", "hog", profile="tiny", step_params={"bytes": 400 * 2**20}, retries=0)
-        outcome = run_dag_object(dag)
-        log = task_log(capfd)
+        monkeypatch.setenv("SLUICE_PLATFORM_FILE", str(platform_file))
+
+    return use
+
+
+def test_memory_limit_of_the_profile_stops_the_step(with_profiles, capfd: pytest.CaptureFixture[str]) -> None:
+    with_profiles({"tiny": {"cpu": "1", "memory": "200Mi"}})
+    with new_dag("oom") as dag:
+        step("hog", "hog", profile="tiny", step_params={"bytes": 400 * 2**20}, retries=0)
+    outcome = run_dag_object(dag)
     assert outcome.task("hog").state == "failed"
-    assert "exceeded memory limit of profile 'tiny' (200Mi)" in log
+    assert "exceeded memory limit of profile 'tiny' (200Mi)" in task_log(capfd)
 
 
-def test_timeout_of_the_profile_stops_the_step(
-    sluice_home: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    platform_file = tmp_path / "platform.yaml"
-    platform_file.write_text(
-        json.dumps(
-            {
-                "pools": [{"name": "default", "queues": ["default"]}],
-                "profiles": {"default": {}, "quick": {"timeoutSeconds": 1}},
-                "artifacts": {"root": str(sluice_home / "artifacts")},
-            }
-        )
-    )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SLUICE_PLATFORM_FILE", str(platform_file))
-        with new_dag("timeout") as dag:
-            step("sleeper", "sleep", profile="quick", step_params={"seconds": 60}, retries=0)
-        outcome = run_dag_object(dag)
-        log = task_log(capfd)
+def test_timeout_of_the_profile_stops_the_step(with_profiles, capfd: pytest.CaptureFixture[str]) -> None:
+    with_profiles({"quick": {"timeoutSeconds": 1}})
+    with new_dag("timeout") as dag:
+        step("sleeper", "sleep", profile="quick", step_params={"seconds": 60}, retries=0)
+    outcome = run_dag_object(dag)
     assert outcome.task("sleeper").state == "failed"
-    assert "exceeded the timeout of profile 'quick' (1s)" in log
+    assert "exceeded the timeout of profile 'quick' (1s)" in task_log(capfd)
 
 
 def test_unknown_profile_fails_when_the_dag_is_defined() -> None:
