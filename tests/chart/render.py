@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tools.ensure_helm import helm_path
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sluice"
-sys.path.insert(0, str(REPO / "tools"))
-from ensure_helm import helm_path  # noqa: E402
 
 
 @cache
