@@ -92,18 +92,8 @@ class MLStepOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        platform = current_platform()
-        ti = context["ti"]
-        step = self.build_step_run(platform, ti.dag_id, ti.run_id, ti.try_number, getattr(ti, "map_index", -1))
-        prefix = step.artifact_prefix
+        platform, step, store, key = self._prepare(context)
         outputs = json.loads(step.env[ENV_OUTPUTS])
-        inputs = json.loads(step.env[ENV_INPUTS])
-
-        store = StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
-        key = None
-        if store:
-            key = cache_key(step.image, self.command, self.step_params, inputs, outputs, self.cache_version)
-        result: dict[str, Any] | None = None
         if store and key:
             hit = store.lookup(key, outputs)
             if hit:
@@ -117,24 +107,48 @@ class MLStepOperator(BaseOperator):
                 )
                 result = {**hit.result, "cache": {"hit": True, "key": key, "from_run": src.get("run_id")}}
                 artifacts.write_json_atomic(step.env[ENV_RESULT_URI], result)
-            else:
-                self.log.info("cache miss, key %s: running the step", key[:16])
+                return self._publish(context, outputs, result)
+            self.log.info("cache miss, key %s: running the step", key[:16])
+        self._launcher = launcher_for(platform)
+        return self._finish(context, step, store, key, lambda: self._launcher.run(step, self.log, context))
 
-        if result is None:
-            self._launcher = launcher_for(platform)
-            try:
-                self._launcher.run(step, self.log, context)
-                result = read_result(step.env[ENV_RESULT_URI], outputs)
-            except (StepFailed, StepContractError, PlatformError) as exc:
-                for partial in artifacts.remove_partials(prefix):
-                    self.log.warning("removed partial artifact %s left by the failed step", partial)
-                raise AirflowException(str(exc)) from None
-            if store and key:
-                store.store(key, outputs, result, {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id})
-            result = {**result, "cache": {"hit": False, "key": key}}
+    def trigger_reentry(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Where a deferred step pod comes back (``launcher.deferrable``): finish the pod, then the step."""
+        platform, step, store, key = self._prepare(context)
+        self._launcher = launcher_for(platform)
+        return self._finish(context, step, store, key, lambda: self._launcher.resume(step, self.log, context, event))
 
+    def _prepare(self, context: Context) -> tuple[Platform, StepRun, StepCache | None, str | None]:
+        platform = current_platform()
+        ti = context["ti"]
+        step = self.build_step_run(platform, ti.dag_id, ti.run_id, ti.try_number, getattr(ti, "map_index", -1))
+        store = StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
+        key = None
+        if store:
+            inputs, outputs = json.loads(step.env[ENV_INPUTS]), json.loads(step.env[ENV_OUTPUTS])
+            key = cache_key(step.image, self.command, self.step_params, inputs, outputs, self.cache_version)
+        return platform, step, store, key
+
+    def _finish(
+        self, context: Context, step: StepRun, store: StepCache | None, key: str | None, launch: Any
+    ) -> dict[str, Any]:
+        """Launch (or resume) the step, check its result, fill the cache, publish the outputs."""
+        ti = context["ti"]
+        outputs = json.loads(step.env[ENV_OUTPUTS])
+        try:
+            launch()  # a deferring launcher raises TaskDeferred here: it passes through untouched
+            result = read_result(step.env[ENV_RESULT_URI], outputs)
+        except (StepFailed, StepContractError, PlatformError) as exc:
+            for partial in artifacts.remove_partials(step.artifact_prefix):
+                self.log.warning("removed partial artifact %s left by the failed step", partial)
+            raise AirflowException(str(exc)) from None
+        if store and key:
+            store.store(key, outputs, result, {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id})
+        return self._publish(context, outputs, {**result, "cache": {"hit": False, "key": key}})
+
+    def _publish(self, context: Context, outputs: dict[str, str], result: dict[str, Any]) -> dict[str, Any]:
         for name, uri in outputs.items():
-            ti.xcom_push(key=name, value=uri)
+            context["ti"].xcom_push(key=name, value=uri)
         for name, value in sorted(result.get("metrics", {}).items()):
             self.log.info("metric %s = %s", name, value)
         return result

@@ -62,6 +62,8 @@ def cluster(stub: KubeStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, air
                     "namespace": "ml",
                     "startupTimeoutSeconds": 2,
                     "onFinishAction": "delete_succeeded_pod",
+                    "deferrable": getattr(request, "node", None) is not None
+                    and request.node.get_closest_marker("deferrable") is not None,
                 },
                 "artifacts": {"root": str(tmp_path / "artifacts"), "cache": {"enabled": False}},
                 "stepImages": {"ml-steps": {"repository": "reg/ml-steps", "tag": "9.9"}},
@@ -195,3 +197,46 @@ def test_killing_the_task_deletes_its_pod(cluster: KubeStub) -> None:
     name = cluster.created[0]["metadata"]["name"]
     assert f"/api/v1/namespaces/ml/pods/{name}" in cluster.calls("DELETE")
     assert errors and "was deleted because the task was killed" in str(errors[0])
+
+
+@pytest.mark.deferrable
+@pytest.mark.parametrize("cluster", ["running"], indirect=True)
+def test_deferrable_launch_hands_the_pod_to_the_triggerer(cluster: KubeStub) -> None:
+    from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    launcher, step, context = launch()
+    with pytest.raises(TaskDeferred) as deferred:
+        launcher.run(step, LOG, context)
+    assert deferred.value.method_name == "trigger_reentry"
+    assert isinstance(deferred.value.trigger, KubernetesPodTrigger)
+    assert deferred.value.trigger.pod_name == cluster.created[0]["metadata"]["name"]
+
+
+@pytest.mark.deferrable
+@pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
+def test_resumed_step_reads_its_result_and_publishes_outputs(cluster: KubeStub, tmp_path: Path) -> None:
+    """What the task runner does after the trigger fires: call the task's trigger_reentry with the event."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    with DAG(f"k8s_{next(_ids)}", schedule=None, start_date=datetime(2026, 1, 1)):
+        task = MLStepOperator(
+            task_id="train", image="ml-steps", command=["sluice-step", "train"], outputs={"model": "model.joblib"}
+        )
+    pushed: dict[str, str] = {}
+    ti = SimpleNamespace(
+        dag_id=task.dag_id,
+        task_id="train",
+        run_id="manual__2",
+        try_number=1,
+        map_index=-1,
+        xcom_push=lambda key, value: pushed.__setitem__(key, value),
+    )
+    context = {"ti": ti, "task_instance": ti, "run_id": ti.run_id, "dag": task.dag}
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(context)
+    pod = deferred.value.trigger.pod_name
+    result = task.trigger_reentry(context, {"status": "success", "name": pod, "namespace": "ml", "message": ""})
+    assert result["metrics"] == {"ran_in": "pod"}
+    assert pushed["model"].endswith("/train/model.joblib")
+    assert f"/api/v1/namespaces/ml/pods/{pod}" in cluster.calls("DELETE")

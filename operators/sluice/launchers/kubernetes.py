@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes.client import models as k8s
 
 from sluice.launchers.base import StepFailed, StepRun
-from sluice.platform import Platform, PlatformError, Profile
+from sluice.platform import Platform, Profile
 
 STEP_UID = 10001
 LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -73,11 +73,6 @@ def pod_operator(step: StepRun, platform: Platform) -> Any:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     launcher = platform.launcher
-    if launcher.deferrable:
-        raise PlatformError(
-            "launcher.deferrable: true is not supported yet (the provider's deferral resumes a method of the "
-            "task's own operator, which a nested pod operator cannot receive); set it to false"
-        )
     profile = step.profile
     env_from = (
         [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=platform.artifacts.secret_name))]
@@ -123,6 +118,9 @@ def pod_operator(step: StepRun, platform: Platform) -> Any:
         durable=True,
         get_logs=True,
         log_events_on_failure=True,
+        # Deferrable: the pod is watched by the triggerer, freeing the worker slot; the provider resumes
+        # the task's own operator (MLStepOperator.trigger_reentry), which hands back to resume() below.
+        deferrable=launcher.deferrable,
         do_xcom_push=False,
         in_cluster=None,
     )
@@ -160,11 +158,6 @@ class KubernetesLauncher:
         self._operator: Any = None
 
     def run(self, step: StepRun, log: logging.Logger, context: Any | None = None) -> None:
-        from airflow.providers.cncf.kubernetes.utils.pod_manager import (
-            PodLaunchFailedException,
-            PodLaunchTimeoutException,
-        )
-
         if context is None:
             raise StepFailed("the kubernetes launcher runs inside an Airflow task (it needs the task context)")
         self._operator = operator = pod_operator(step, self.platform)
@@ -175,9 +168,26 @@ class KubernetesLauncher:
             operator.namespace or "in-cluster default",
             step.profile_name,
         )
+        self._watch(
+            step, lambda: operator.execute_async(context) if operator.deferrable else operator.execute_sync(context)
+        )
+
+    def resume(self, step: StepRun, log: logging.Logger, context: Any, event: dict[str, Any]) -> None:
+        """Finish a deferred step pod: the trigger reported ``event``; the provider reads logs and cleans up."""
+        self._operator = operator = pod_operator(step, self.platform)
+        log.info("kubernetes launcher: resuming step pod %s (%s)", event.get("name"), event.get("status"))
+        self._watch(step, lambda: operator.trigger_reentry(context, event))
+
+    def _watch(self, step: StepRun, call: Any) -> None:
+        from airflow.providers.cncf.kubernetes.utils.pod_manager import (
+            PodLaunchFailedException,
+            PodLaunchTimeoutException,
+        )
+
+        operator = self._operator
         try:
-            operator.execute_sync(context)
-        except Exception as exc:
+            call()
+        except Exception as exc:  # TaskDeferred is a BaseException: a deferral passes through untouched
             # The provider's cleanup may raise "returned a failure" over the start-up error: find the cause.
             launch = next(
                 (e for e in _chain(exc) if isinstance(e, PodLaunchFailedException | PodLaunchTimeoutException)), None
