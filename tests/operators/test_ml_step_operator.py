@@ -155,6 +155,14 @@ def test_timeout_of_the_profile_stops_the_step(with_profiles, capfd: pytest.Capt
     assert "exceeded the timeout of profile 'quick' (1s)" in task_log(capfd)
 
 
+def test_profile_cpu_count_pins_the_step_and_sizes_its_thread_pools(with_profiles) -> None:
+    with_profiles({"one": {"cpu": "500m", "memory": "1Gi"}})
+    with new_dag("cpus") as dag:
+        step("counter", "cpus", profile="one", cache=False)
+    metrics = run_dag_object(dag).task("counter").metrics
+    assert metrics == {"omp": "1", "affinity": 1}
+
+
 def test_unknown_profile_fails_when_the_dag_is_defined() -> None:
     with new_dag("badprofile"), pytest.raises(ValueError, match=r"task 'x': unknown profile 'huge'.*default"):
         step("x", profile="huge")
@@ -191,6 +199,22 @@ def test_changed_params_miss_the_cache() -> None:
     outcome = run_dag_object(again)
     assert outcome.task("a").cache_hit is False
     assert Path(outcome.task("a").outputs["out"]).read_text() == "out:two:"
+
+
+def test_changed_input_bytes_miss_the_cache_downstream() -> None:
+    def build(dag_id: str, upstream_value: str) -> DAG:
+        with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+            first = step("first", step_params={"value": upstream_value})
+            step("second", inputs={"x": first.output["out"]}, step_params={"value": "fixed"})
+        return dag
+
+    dag_id = f"op_cache_inputs_{next(_ids)}"
+    run_dag_object(build(dag_id, "a"))
+    outcome = run_dag_object(build(dag_id, "b"))
+    assert outcome.task("second").cache_hit is False
+    assert Path(outcome.task("second").outputs["out"]).read_text() == "out:fixed:out:b:"
+    again = run_dag_object(build(dag_id, "b"))
+    assert again.task("second").cache_hit is True
 
 
 def test_opted_out_step_never_hits_the_cache() -> None:

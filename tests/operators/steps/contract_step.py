@@ -38,6 +38,13 @@ def main() -> int:
             blob[i] = 1
         time.sleep(5)
         return 0
+    if mode == "cpus":
+        seen = {"omp": os.environ.get("OMP_NUM_THREADS"), "affinity": len(os.sched_getaffinity(0))}
+        path = next(iter(outputs.values()))
+        atomic_write(path, json.dumps(seen).encode())
+        result = {"contract_version": 1, "step": "cpus", "status": "succeeded", "outputs": outputs, "metrics": seen}
+        atomic_write(os.environ["SLUICE_RESULT_URI"], json.dumps(result).encode())
+        return 0
     if mode == "sleep":
         time.sleep(float(params.get("seconds", 30)))
         return 0
