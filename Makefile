@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup demo test test-fast test-kind lint lock clean
+.PHONY: setup demo test test-fast test-kind bench lint lock clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ test-fast: setup
 # The kind suite: needs kind and docker/podman (skips with the reason where they are missing).
 test-kind: setup
 	$(BIN)/pytest tests/kind -m kind -rs
+
+# Benchmarks that print figures (never timed assertions in tests); JSON lands in bench/results/.
+bench: setup
+	$(BIN)/python bench/launch_overhead.py --json bench/results/launch_overhead.json
+	$(BIN)/python bench/scaling_query.py --rows 1000000 5000000
 
 lint: setup
 	$(BIN)/ruff check .
