@@ -59,6 +59,7 @@ def main() -> None:
     print(f"{'local launcher':24}{figures['local_launcher_median_ms']:>10}")
     print(f"ratio {figures['ratio']}× (target ≤ {figures['target_ratio']}×)")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))
 
 
