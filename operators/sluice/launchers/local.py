@@ -77,6 +77,10 @@ class LocalLauncher:
             profile.memory,
             f"{profile.timeout_seconds}s" if profile.timeout_seconds else "none",
         )
+        # The child inherits the launching thread's CPU mask: set it around the spawn rather than in a
+        # preexec_fn, which would force the slow fork path on every step.
+        own_mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, allowed)
         try:
             self._proc = subprocess.Popen(
                 step.command,
@@ -86,13 +90,14 @@ class LocalLauncher:
                 text=True,
                 bufsize=1,
                 start_new_session=True,
-                preexec_fn=lambda: os.sched_setaffinity(0, allowed),
             )
         except FileNotFoundError:
             raise StepFailed(
                 f"step command {step.command[0]!r} not found; install the step package into this "
                 "environment (make demo does) or fix the task's command"
             ) from None
+        finally:
+            os.sched_setaffinity(0, own_mask)
         proc = self._proc
         stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
         readers = [
