@@ -38,10 +38,19 @@ def read_json(uri: str) -> Any:
     return json.loads(read_text(uri))
 
 
+def _is_local(fs: Any) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return bool({"file", "local"} & set(protocols))
+
+
 def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Temp name beside the target, then rename: a reader never sees half a file."""
+    """A reader never sees half a file: temp name + rename on a filesystem; one whole PUT on an
+    object store (already atomic, and a rename there would be a second copy)."""
     fs, path = url_to_fs(uri)
     parent = path.rsplit("/", 1)[0]
+    if not _is_local(fs):
+        fs.pipe_file(path, data)
+        return
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.tmp-{uuid.uuid4().hex}"
     try:
@@ -85,4 +94,4 @@ def remove_partials(prefix: str) -> list[str]:
 def local_path(uri: str) -> str | None:
     """The filesystem path of a local artifact, for printing; None for remote stores."""
     fs, path = url_to_fs(uri)
-    return path if "file" in fs.protocol or "local" in fs.protocol else None
+    return path if _is_local(fs) else None

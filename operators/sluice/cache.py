@@ -31,7 +31,7 @@ def fingerprint(uri: str) -> str:
                 fingerprint(f"{uri.rstrip('/')}/{p.rsplit('/', 1)[-1]}") for p in sorted(fs.ls(path, detail=False))
             ).encode()
         ).hexdigest()
-    if "file" in fs.protocol or "local" in fs.protocol:
+    if artifacts.local_path(uri) is not None:
         digest = hashlib.sha256()
         with fs.open(path, "rb") as handle:
             while chunk := handle.read(CHUNK):

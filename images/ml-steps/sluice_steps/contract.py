@@ -114,8 +114,13 @@ class StepContext:
 
 
 def atomic_write(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
-    """Temp name beside the target, then rename; a failure leaves neither."""
+    """Temp name beside the target, then rename, on a filesystem; one whole PUT on an object store
+    (already atomic). A failure leaves neither the target nor a temp file."""
     fs, path = url_to_fs(uri, **(storage_options or {}))
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    if not {"file", "local"} & set(protocols):
+        fs.pipe_file(path, data)
+        return
     parent, _, base = path.rpartition("/")
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex}"
