@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from sluice_steps.contract import run_step
@@ -21,5 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     return run_step(name, module.run)
 
 
+def run() -> None:
+    """Console-script entry: exit without interpreter finalization once the result is written.
+
+    Every output and the result JSON are closed by then; skipping finalization avoids a native thread-pool
+    teardown race at exit (pyarrow) that aborted ~1 in 20 failing steps with SIGABRT instead of their code.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
