@@ -33,5 +33,8 @@ class Launcher(Protocol):
     def run(self, step: StepRun, log: logging.Logger, context: Any | None = None) -> None:
         """Run the step to completion; raise StepFailed with the step's own error on failure."""
 
+    def resume(self, step: StepRun, log: logging.Logger, context: Any, event: dict[str, Any]) -> None:
+        """Finish a step whose launch deferred to the triggerer (only launchers that defer implement it)."""
+
     def on_kill(self) -> None:
         """Stop the running step (the task was killed or timed out)."""

@@ -160,6 +160,9 @@ class LocalLauncher:
             return
         proc.wait()
 
+    def resume(self, step: StepRun, log: logging.Logger, context: Any, event: dict[str, Any]) -> None:
+        raise StepFailed("the local launcher never defers, so it has nothing to resume; check launcher.type")
+
     def on_kill(self) -> None:
         if self._proc and self._proc.poll() is None:
             try:
