@@ -179,3 +179,12 @@ def test_notes_name_the_ui_and_the_pools() -> None:
     assert "port-forward svc/sluice-api-server 8080:8080" in proc.stdout
     assert "default: queues default; concurrency 8" in proc.stdout
     assert "gpu: queues gpu; concurrency 1; replicas 0..2" in proc.stdout
+
+
+def test_artifact_credentials_reach_every_airflow_container() -> None:
+    """The operator reads step results from the store, so workers need the store's credentials too."""
+    docs = render_chart({"artifacts": {"root": "s3://b", "secretName": "minio-creds"}})
+    for name, container in airflow_containers(docs):
+        assert {"secretRef": {"name": "minio-creds"}} in container.get("envFrom", []), (name, container["name"])
+    template = yaml.safe_load(get(docs, "ConfigMap", "sluice-platform")["data"]["pod_template.yaml"])
+    assert template["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "minio-creds"}}]

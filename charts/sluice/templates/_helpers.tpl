@@ -168,6 +168,7 @@ capabilities:
     {{- toYaml .Values.migrations.resources | nindent 4 }}
   env:
     {{- include "sluice.airflowEnv" . | nindent 4 }}
+  {{- include "sluice.airflowEnvFrom" . | nindent 2 }}
   volumeMounts:
     {{- include "sluice.airflowVolumeMounts" . | nindent 4 }}
 {{- end -}}
@@ -222,6 +223,7 @@ spec:
             {{- toYaml $values.resources | nindent 12 }}
           env:
             {{- include "sluice.airflowEnv" $root | nindent 12 }}
+          {{- include "sluice.airflowEnvFrom" $root | nindent 10 }}
           {{- with .ports }}
           ports:
             {{- toYaml . | nindent 12 }}
@@ -248,4 +250,13 @@ spec:
 {{- range $k, $v := $sd }}{{ if hasKey $down $k }}{{ $_ := set $sd $k (get $down $k) }}{{ end }}{{ end -}}
 {{- $_ := set $d "scaleDown" $sd -}}
 {{- toJson $d -}}
+{{- end -}}
+
+{{/* The artifact store's credentials (e.g. AWS_* / AWS_ENDPOINT_URL for MinIO): the operator reads step
+results from the store, so every Airflow container gets them, not only the step pods. */}}
+{{- define "sluice.airflowEnvFrom" -}}
+{{- with .Values.artifacts.secretName }}
+envFrom:
+  - secretRef: {name: {{ . }}}
+{{- end }}
 {{- end -}}
