@@ -220,3 +220,25 @@ def test_readme_deploy_section_names_only_things_that_exist() -> None:
         assert re.search(rf"^{re.escape(target)}:", (REPO / "Makefile").read_text(), re.M), target
     for profile in re.findall(r"skaffold (?:dev|run|render)[^\n`]*-p (\w+)", section):
         assert profile in {p["name"] for p in SKAFFOLD["profiles"]}, profile
+
+
+# --- kind suite files (the suite itself only runs where kind exists) --------------------------------
+
+
+def test_kind_suite_manifests_are_valid_kubernetes() -> None:
+    for doc in yaml.safe_load_all((REPO / "tests/kind/minio.yaml").read_text()):
+        kubernetes_validate.validate(doc, "1.35", strict=True)
+
+
+def test_kind_suite_probe_dags_pass_sluice_check() -> None:
+    from sluice.checks import check_dag_folder
+
+    assert check_dag_folder(REPO / "tests/kind/dags") == []
+
+
+def test_kind_cluster_has_labelled_pool_nodes_and_a_gpu_taint() -> None:
+    config = yaml.safe_load((REPO / "tests/kind/kind-config.yaml").read_text())
+    labels = [n.get("labels", {}).get("sluice.io/pool") for n in config["nodes"]]
+    assert {"default", "highmem", "gpu"} <= set(labels)
+    gpu = next(n for n in config["nodes"] if n.get("labels", {}).get("sluice.io/pool") == "gpu")
+    assert "nvidia.com/gpu" in gpu["kubeadmConfigPatches"][0]
