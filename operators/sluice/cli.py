@@ -44,8 +44,17 @@ def demo(
     with console.status("preparing demo sources and the metadata DB"):
         runs.write_demo_data(sluice_home() / "demo-data")
         embedded.migrate()
+    try:
+        run_conf = json.loads(conf)
+    except json.JSONDecodeError as exc:
+        console.print(f"[red]--conf is not valid JSON: {exc}[/]")
+        raise typer.Exit(2) from None
     with console.status(f"running {dag_id}"):
-        outcome = runs.run_dag(dag_id, dags_folder, json.loads(conf))
+        try:
+            outcome = runs.run_dag(dag_id, dags_folder, run_conf)
+        except (KeyError, RuntimeError) as exc:
+            console.print(f"[red]{exc.args[0] if exc.args else exc}[/]")
+            raise typer.Exit(2) from None
     _print_outcome(outcome)
     console.print(f"run {outcome.run_id}: [bold]{outcome.state}[/] in {time.monotonic() - started:.1f} s")
     if not outcome.succeeded:

@@ -1,0 +1,51 @@
+"""``sluice demo`` (what ``make demo`` runs) as a user runs it: tables printed, exit code tells the truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("demo-home")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
+        env |= {"SLUICE_HOME": str(home), "COLUMNS": "200"}
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "sluice"), "demo", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+
+    return run
+
+
+def test_demo_runs_the_pipeline_and_prints_states_metrics_and_artifacts(demo) -> None:
+    result = demo()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "task states" in result.stdout and "publish" in result.stdout
+    assert "roc_auc" in result.stdout
+    assert "publish/MODEL_CARD.md" in result.stdout
+    assert ": success in" in result.stdout
+
+
+def test_demo_exits_non_zero_when_a_task_fails(demo) -> None:
+    result = demo("--conf", '{"min_roc_auc": 0.99999}')
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any("evaluate" in line and "failed" in line for line in lines)
+    assert any("publish" in line and "upstream_failed" in line for line in lines)
+
+
+def test_demo_of_an_unknown_dag_names_the_ones_that_exist(demo) -> None:
+    result = demo("no_such_pipeline")
+    assert result.returncode == 2
+    assert "no DAG 'no_such_pipeline'" in result.stdout and "ml_training_pipeline" in result.stdout
