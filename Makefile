@@ -34,6 +34,8 @@ test-kind: setup
 bench: setup
 	$(BIN)/python bench/launch_overhead.py --json bench/results/launch_overhead.json
 	$(BIN)/python bench/scaling_query.py --rows 1000000 5000000
+	$(BIN)/python bench/throughput.py --tasks 200 1000 --json bench/results/throughput.json --plots docs/img
+	$(BIN)/python bench/pipeline_e2e.py --json bench/results/pipeline_e2e.json
 
 lint: setup
 	$(BIN)/ruff check .

@@ -23,11 +23,15 @@ app = typer.Typer(help="Sluice: ML pipelines on Apache Airflow 3.", no_args_is_h
 console = Console()
 
 STATE_STYLE = {"success": "green", "failed": "red", "upstream_failed": "yellow", "skipped": "dim"}
+# Examples that score with the registry's current model, and the example that registers one.
+NEEDS_MODEL = {"batch_scoring": "ml_training_pipeline"}
 
 
 @app.command()
 def demo(
-    dag_id: Annotated[str, typer.Argument(help="example DAG to run")] = "ml_training_pipeline",
+    dag_id: Annotated[
+        str, typer.Argument(help="example DAG to run: ml_training_pipeline, batch_scoring, daily_features")
+    ] = "ml_training_pipeline",
     conf: Annotated[str, typer.Option(help="DAG run conf as JSON, e.g. '{\"min_roc_auc\": 0.99}'")] = "{}",
     dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs")] = DEFAULT_DAGS,
 ) -> None:
@@ -49,6 +53,18 @@ def demo(
     except json.JSONDecodeError as exc:
         console.print(f"[red]--conf is not valid JSON: {exc}[/]")
         raise typer.Exit(2) from None
+    if dag_id in NEEDS_MODEL:
+        from sluice.registry import DEFAULT_MODEL, current, model_uri
+
+        name = run_conf.get("model_name", DEFAULT_MODEL) if isinstance(run_conf, dict) else DEFAULT_MODEL
+        if current(name) is None:
+            console.print(
+                f"[red]{dag_id} scores with the current version of model {name!r}, and the registry "
+                f"({runs.local_display(model_uri(name))}) has none yet: run `sluice demo {NEEDS_MODEL[dag_id]}` "
+                "first[/]",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
     with console.status(f"running {dag_id}"):
         try:
             outcome = runs.run_dag(dag_id, dags_folder, run_conf)
@@ -82,14 +98,21 @@ def _print_outcome(outcome: object) -> None:
     for column in ("task", "output", "path"):
         paths.add_column(column, overflow="fold")
     for task in outcome.tasks:
+        label = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
         for name, value in task.metrics.items():
-            metrics.add_row(task.task_id, name, f"{value:.4f}" if isinstance(value, float) else str(value))
+            metrics.add_row(label, name, f"{value:.4f}" if isinstance(value, float) else str(value))
         for name, uri in task.outputs.items():
             shown = uri.removeprefix(root.rstrip("/") + "/") if uri.startswith(root) else local_display(uri)
-            paths.add_row(task.task_id, name, shown)
+            paths.add_row(label, name, shown)
     console.print(metrics)
     console.print(paths)
     console.print(f"artifact paths are relative to {local_display(root)}/", soft_wrap=True)
+    mapped = sorted({t.task_id for t in outcome.tasks if t.map_index >= 0})
+    if mapped:
+        counts = ", ".join(f"{task_id} {len(outcome.mapped(task_id))}" for task_id in mapped)
+        console.print(f"mapped steps: {outcome.mapped_count} ({counts})")
+    else:
+        console.print("mapped steps: 0")
 
 
 @app.command()
@@ -134,6 +157,16 @@ def pod_spec(
         raise typer.Exit(2) from None
     typer.echo(yaml.safe_dump(manifest, sort_keys=False), nl=False)
 
+
+def _register_stack_commands() -> None:
+    from sluice.stack import commands
+
+    app.command()(commands.up)
+    app.command()(commands.status)
+    app.command()(commands.down)
+
+
+_register_stack_commands()
 
 if __name__ == "__main__":
     app()

@@ -29,6 +29,13 @@ def pool_load_sql(pool: Pool) -> str:
     return _sql("pool-load.sql").replace("{queues}", queues).replace("{concurrency}", str(pool.concurrency))
 
 
+def pool_state_counts_sql(pool: Pool) -> str:
+    """Queued and running task instances of the pool, by state: the same filter as the load query."""
+    load = pool_load_sql(pool)
+    where = load[load.index(" FROM task_instance") :]
+    return f"SELECT state, COUNT(*){where} GROUP BY state"
+
+
 def index_sql() -> str:
     """Partial covering index that makes every poll an index-only scan (see FACTS: ~0.3–0.7 ms)."""
     return _sql("pool-load-index.sql")

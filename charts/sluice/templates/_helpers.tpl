@@ -72,6 +72,16 @@ capabilities:
   value: sluice.worker.celery_config.CELERY_CONFIG
 - name: AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT
   value: {{ .Values.celery.visibilityTimeout | quote }}
+- name: AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT
+  value: {{ .Values.recovery.taskInstanceHeartbeatTimeout | quote }}
+- name: AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT
+  value: {{ .Values.recovery.taskQueuedTimeout | quote }}
+- name: AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD
+  value: {{ .Values.recovery.schedulerHealthCheckThreshold | quote }}
+- name: AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL
+  value: {{ .Values.tuning.minHeartbeatInterval | quote }}
+- name: AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY
+  value: {{ .Values.tuning.maxTisPerQuery | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE
   value: {{ .Release.Namespace | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE

@@ -1,0 +1,158 @@
+"""The local stack's autoscaler: what KEDA + the HPA do for the chart's worker Deployments, for local workers.
+
+Same numbers as the cluster: each pool's load comes from ``sluice.scaling.pool_load_sql`` (the query the
+chart's ScaledObject runs) clamped by ``desired_replicas``; scale-up is immediate, scale-in waits for the
+pool's stabilization window (its cooldown period before going to zero) and removes at most
+``podsPerPeriod`` workers per ``periodSeconds``. Unlike a ReplicaSet, it can see which worker is idle, so it
+stops idle workers only, and with a warm shutdown.
+
+Run as ``python -m sluice.stack.autoscaler <stack home>`` (``sluice up --autoscale`` starts it).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sluice.platform import Pool
+from sluice.scaling import desired_replicas, pool_load_sql
+
+log = logging.getLogger("sluice.autoscaler")
+
+
+@dataclass
+class PoolMemory:
+    """What the autoscaler remembers about a pool between polls."""
+
+    next_poll: float = 0.0
+    low_since: float | None = None  # since when fewer workers were wanted than run
+    next_scale_in: float = 0.0
+
+
+@dataclass
+class Decision:
+    desired: int
+    start: int = 0
+    stop: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+def decide(
+    pool: Pool, needed: float | None, workers: list[str], busy: set[str] | None, now: float, memory: PoolMemory
+) -> Decision:
+    """Pure scaling rule for one pool; ``busy`` is None when the workers could not be inspected."""
+    desired = desired_replicas(needed, pool)
+    actual = len(workers)
+    if desired > actual:
+        memory.low_since = None
+        return Decision(desired, start=desired - actual, reason=f"load {needed or 0} needs {desired}, running {actual}")
+    if desired == actual:
+        memory.low_since = None
+        return Decision(desired)
+    if memory.low_since is None:
+        memory.low_since = now
+    scaling = pool.autoscaling
+    window = scaling.cooldown_period if desired == 0 else scaling.scale_down.stabilization_window_seconds
+    if now - memory.low_since < window:
+        return Decision(desired, reason=f"scale-in to {desired} waits {window - (now - memory.low_since):.0f} s more")
+    if now < memory.next_scale_in:
+        return Decision(desired, reason="scale-in paced: one period has not passed")
+    if busy is None:
+        return Decision(desired, reason="scale-in postponed: not every worker answered the inspection")
+    idle = [w for w in workers if w not in busy]
+    count = min(actual - desired, scaling.scale_down.pods_per_period, len(idle))
+    if count == 0:
+        return Decision(desired, reason="scale-in postponed: every worker is running a task")
+    memory.next_scale_in = now + scaling.scale_down.period_seconds
+    # newest first: the oldest workers have the warmest caches
+    victims = sorted(idle, key=lambda w: int(w.rsplit("-", 1)[-1]), reverse=True)[:count]
+    return Decision(desired, stop=victims, reason=f"load {needed or 0} needs {desired}, running {actual}")
+
+
+class Autoscaler:
+    def __init__(self, home: Path) -> None:
+        from sluice.stack.local import LocalStack
+
+        self.stack = LocalStack(home)
+        self.memory: dict[str, PoolMemory] = {}
+        self.stopping = False
+
+    def running_on(self, conn: object, names: list[str]) -> set[str]:
+        """Workers that the metadata DB says are running a task (the second opinion on idleness)."""
+        import sqlalchemy as sa
+
+        if not names:
+            return set()
+        query = sa.text(
+            "SELECT DISTINCT hostname FROM task_instance WHERE state = 'running' AND hostname IN :names"
+        ).bindparams(sa.bindparam("names", expanding=True))
+        rows = conn.execute(query, {"names": names}).all()  # type: ignore[attr-defined]
+        return {row[0] for row in rows}
+
+    def poll_once(self, now: float) -> None:
+        import sqlalchemy as sa
+
+        from sluice.stack.local import _engine
+
+        self.stack.forget_exited()
+        state = self.stack.state()
+        engine = _engine(state.config.db_url)
+        try:
+            with engine.connect() as conn:
+                for pool in state.config.platform().pools:
+                    if not pool.autoscaling.enabled:
+                        continue
+                    memory = self.memory.setdefault(pool.name, PoolMemory())
+                    if now < memory.next_poll:
+                        continue
+                    memory.next_poll = now + pool.autoscaling.polling_interval
+                    needed = conn.execute(sa.text(pool_load_sql(pool))).scalar()
+                    serving = [p for p in state.workers(pool.name) if p.alive() and not p.extra.get("draining")]
+                    names = [p.extra["worker"] for p in serving]
+                    busy: set[str] | None = None
+                    if len(names) > desired_replicas(needed, pool):
+                        busy = self.stack.busy_workers(names)
+                        if busy is not None:
+                            busy |= self.running_on(conn, names)
+                    decision = decide(pool, float(needed) if needed is not None else None, names, busy, now, memory)
+                    if decision.reason and (decision.start or decision.stop):
+                        log.info("pool %s: %s", pool.name, decision.reason)
+                    for _ in range(decision.start):
+                        proc = self.stack.start_worker(pool)
+                        log.info("pool %s: started worker %s (pid %s)", pool.name, proc.extra["worker"], proc.pid)
+                    for name in decision.stop:
+                        proc = next(p for p in serving if p.extra["worker"] == name)
+                        log.info("pool %s: idle worker %s gets a warm shutdown", pool.name, name)
+                        self.stack.drain_worker(proc)
+        finally:
+            engine.dispose()
+
+    def run(self, tick: float = 0.5) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        log.info("autoscaler started for %s", self.stack.home)
+        while not self.stopping:
+            try:
+                self.poll_once(time.monotonic())
+            except Exception:  # a DB or broker hiccup must not end autoscaling
+                log.exception("autoscaler poll failed; retrying")
+            time.sleep(tick)
+        log.info("autoscaler stopped; workers keep running until `sluice down`")
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m sluice.stack.autoscaler <stack home>")
+    Autoscaler(Path(sys.argv[1])).run()
+
+
+if __name__ == "__main__":
+    main()

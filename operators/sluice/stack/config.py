@@ -1,0 +1,169 @@
+"""What a local stack is made of (persisted in its home) and the Airflow environment every component shares."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field
+
+from sluice.platform import Platform, chart_values_file, load_platform, repo_root
+
+# The chart's ``recovery`` values → Airflow settings; the local stack uses the chart's own defaults, so a
+# lost task is noticed as fast on a laptop as on a cluster (docs/operations.md, "When something dies").
+RECOVERY_KEYS = {
+    "taskInstanceHeartbeatTimeout": "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
+    "taskQueuedTimeout": "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT",
+    "schedulerHealthCheckThreshold": "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD",
+}
+# How often the scheduler looks for such tasks; not chart values (Airflow's defaults suit a cluster).
+LOCAL_CHECK_INTERVALS = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+}
+
+
+def recovery_settings() -> dict[str, str]:
+    values = yaml.safe_load(chart_values_file().read_text())["recovery"]
+    return {env: str(values[key]) for key, env in RECOVERY_KEYS.items()} | LOCAL_CHECK_INTERVALS
+
+
+# The chart's ``tuning`` values → Airflow settings (measured in bench/throughput.py; docs/performance.md).
+TUNING_KEYS = {
+    "minHeartbeatInterval": "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL",
+    "maxTisPerQuery": "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY",
+}
+TUNING_NAMES = ("stock", "sluice")
+
+
+def tuning_settings(tuning: str) -> dict[str, str]:
+    """ "stock" leaves Airflow's defaults; "sluice" applies the chart's measured ``tuning`` values."""
+    if tuning == "stock":
+        return {}
+    values = yaml.safe_load(chart_values_file().read_text())["tuning"]
+    return {env: str(values[key]) for key, env in TUNING_KEYS.items()}
+
+
+class StackConfig(BaseModel):
+    """Everything ``sluice up`` was asked for; stored so status, down and the autoscaler agree."""
+
+    db_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/sluice"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    dags_folder: str = str(repo_root() / "dags")
+    platform_file: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    autoscale: bool = False
+    tuning: Literal["stock", "sluice"] = "sluice"
+    artifact_root: str | None = None
+    airflow_env: dict[str, str] = Field(default_factory=dict)  # extra/overriding AIRFLOW__* settings
+
+    def platform(self) -> Platform:
+        return load_platform(self.platform_file)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+class Secrets(BaseModel):
+    fernet_key: str
+    jwt_secret: str
+    api_secret_key: str
+    admin_password: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Secrets:
+        """Generated once per stack home and reused, like the chart's kept Secrets."""
+        if path.exists():
+            return cls.model_validate_json(path.read_text())
+        from cryptography.fernet import Fernet
+
+        made = cls(
+            fernet_key=Fernet.generate_key().decode(),
+            jwt_secret=secrets.token_urlsafe(32),
+            api_secret_key=secrets.token_urlsafe(32),
+            admin_password=secrets.token_urlsafe(12),
+        )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(made.model_dump_json())
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return made
+
+
+def airflow_command() -> list[str]:
+    script = Path(sys.executable).with_name("airflow")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "airflow"]
+
+
+def write_password_file(airflow_home: Path, password: str) -> Path:
+    """Simple auth manager's password file, written by us so the login is known before start-up."""
+    target = airflow_home / "simple_auth_manager_passwords.json.generated"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"admin": password}))
+    tmp.chmod(0o600)
+    tmp.replace(target)
+    return target
+
+
+def airflow_env(config: StackConfig, home: Path, creds: Secrets) -> dict[str, str]:
+    """The environment of every component: same executor, DB, broker, secrets and platform everywhere."""
+    airflow_home = home / "airflow"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW__")}
+    env.update(
+        {
+            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+            "AIRFLOW_HOME": str(airflow_home),
+            "SLUICE_HOME": str(home),
+            "SLUICE_LAUNCHER": "local",
+            "SLUICE_ARTIFACT_ROOT": config.artifact_root or str(home / "artifacts"),
+            "SLUICE_DEMO_DATA": str(home / "demo-data"),  # written by `sluice up` for the example DAGs
+            # CeleryExecutor alone: there is no Kubernetes API on a laptop (the chart adds KubernetesExecutor).
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__DAGS_FOLDER": config.dags_folder,
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__FERNET_KEY": creds.fernet_key,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{config.api_url}/execution/",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sluice.stack.hostname.worker_hostname",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__API__SECRET_KEY": creds.api_secret_key,
+            "AIRFLOW__API__BASE_URL": config.api_url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": creds.jwt_secret,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": config.db_url,
+            "AIRFLOW__CELERY__BROKER_URL": config.broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + config.db_url,
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "sluice.worker.celery_config.CELERY_CONFIG",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs" / "airflow"),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_stable_port(home, "triggerer")),
+            **recovery_settings(),
+            **tuning_settings(config.tuning),
+        }
+    )
+    if config.platform_file:
+        env["SLUICE_PLATFORM_FILE"] = config.platform_file
+    else:
+        env.pop("SLUICE_PLATFORM_FILE", None)
+    env.update(config.airflow_env)
+    return env
+
+
+def _stable_port(home: Path, name: str) -> int:
+    """A free port chosen once per stack home (kept across restarts of the component)."""
+    from sluice.stack.services import free_port
+
+    ports_file = home / "ports.json"
+    ports = json.loads(ports_file.read_text()) if ports_file.exists() else {}
+    if name not in ports:
+        ports[name] = free_port()
+        tmp = ports_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ports))
+        tmp.replace(ports_file)
+    return int(ports[name])

@@ -1,0 +1,5 @@
+"""The one error the local stack raises: its message names what failed and what to do."""
+
+
+class StackError(RuntimeError):
+    """The local stack cannot do what was asked; the message says why and the fix."""

@@ -1,0 +1,404 @@
+"""Start, inspect and stop the local stack; the CLI and the tests drive this class."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sluice.embedded import write_local_settings
+from sluice.platform import Pool
+from sluice.runs import write_demo_data
+from sluice.stack import services
+from sluice.stack.config import Secrets, StackConfig, airflow_command, airflow_env, write_password_file
+from sluice.stack.errors import StackError
+from sluice.stack.processes import Proc, signal_proc, spawn, stop
+from sluice.stack.state import StackState, StateFile
+
+Progress = Callable[[str], None]
+CORE = ("api-server", "scheduler", "dag-processor", "triggerer")
+HEALTH_TIMEOUT = 240.0
+STOP_ORDER = ("autoscaler", "worker", "scheduler", "triggerer", "dag-processor", "api-server", "redis", "postgres")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class PoolStatus:
+    pool: Pool
+    queued: int
+    running: int
+    desired: int
+    workers: list[str]
+    draining: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    kind: str
+    pid: int
+    alive: bool
+    health: str  # healthy | unhealthy | starting | draining | stopped | dead, with a reason after a colon
+    log: str
+
+    @property
+    def ok(self) -> bool:
+        """Healthy, or a worker the autoscaler is adding or retiring on purpose (not a fault)."""
+        if self.health == "healthy":
+            return True
+        return self.kind == "worker" and self.health.startswith(("starting:", "draining:", "stopped: drained"))
+
+
+@dataclass
+class Status:
+    config: StackConfig
+    components: list[ComponentStatus]
+    pools: list[PoolStatus]
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.ok for c in self.components)
+
+
+class LocalStack:
+    def __init__(self, home: Path) -> None:
+        self.home = home.resolve()
+        self.state_file = StateFile(self.home)
+
+    # ---- what the stack is -------------------------------------------------------------------
+    def state(self) -> StackState:
+        if not self.state_file.exists():
+            raise StackError(f"no local stack in {self.home}: start one with `sluice up`")
+        return self.state_file.read()
+
+    def secrets(self) -> Secrets:
+        return Secrets.load_or_create(self.home / "secrets.json")
+
+    def env(self, config: StackConfig | None = None) -> dict[str, str]:
+        return airflow_env(config or self.state().config, self.home, self.secrets())
+
+    def running(self) -> list[Proc]:
+        if not self.state_file.exists():
+            return []
+        return [p for p in self.state().procs if p.alive()]
+
+    # ---- up --------------------------------------------------------------------------------------
+    def up(self, config: StackConfig, progress: Progress = _quiet) -> StackState:
+        self.home.mkdir(parents=True, exist_ok=True)
+        alive = self.running()
+        if alive:
+            names = ", ".join(p.name for p in alive)
+            raise StackError(
+                f"a local stack is already running in {self.home} ({names}): `sluice status` or `sluice down`"
+            )
+        platform = config.platform()  # a bad platform file fails here, before anything starts
+        config = config.model_copy()
+        state = StackState(config=config)
+        if self.state_file.exists():
+            state.worker_serial = self.state_file.read().worker_serial
+        with self.state_file.locked():
+            self.state_file.write(state)
+        base_env = self.env(config)
+
+        config.db_url = self._database(config.db_url, state, base_env, progress)
+        config.broker_url = self._broker(config.broker_url, state, base_env, progress)
+        self._save(state)
+        env = self.env(config)
+        airflow_home = Path(env["AIRFLOW_HOME"])
+        airflow_home.mkdir(parents=True, exist_ok=True)
+        write_local_settings(airflow_home)
+        write_password_file(airflow_home, self.secrets().admin_password)
+        progress("writing the example pipelines' demo sources")
+        write_demo_data(self.home / "demo-data")  # where the example DAGs look: $SLUICE_HOME/demo-data
+
+        progress("migrating the metadata database")
+        migrated = subprocess.run([*airflow_command(), "db", "migrate"], env=env, capture_output=True, text=True)
+        if migrated.returncode:
+            raise StackError(f"`airflow db migrate` failed:\n{migrated.stdout[-2000:]}{migrated.stderr[-2000:]}")
+        from sluice.scaling import ensure_index
+
+        ensure_index(config.db_url)
+
+        for kind in CORE:
+            progress(f"starting {kind}")
+            state.procs.append(self._spawn_core(kind, env, config))
+            self._save(state)
+        for pool in platform.pools:
+            count = pool.autoscaling.min_replicas if config.autoscale and pool.autoscaling.enabled else 1
+            for _ in range(count):
+                progress(f"starting a worker for pool {pool.name}")
+                self.start_worker(pool)
+        if config.autoscale:
+            progress("starting the autoscaler")
+            with self.state_file.editing() as current:
+                current.procs.append(
+                    spawn(
+                        "autoscaler",
+                        "autoscaler",
+                        [sys.executable, "-m", "sluice.stack.autoscaler", str(self.home)],
+                        env,
+                        self.home / "logs" / "autoscaler.log",
+                    )
+                )
+        self.wait_healthy(progress)
+        return self.state()
+
+    def _save(self, state: StackState) -> None:
+        with self.state_file.locked():
+            current = self.state_file.read()
+            # workers and the autoscaler are added by start_worker under the lock: keep theirs
+            keep = [p for p in current.procs if p.name not in {q.name for q in state.procs}]
+            state.procs = [*state.procs, *keep]
+            state.worker_serial = {**state.worker_serial, **current.worker_serial}
+            self.state_file.write(state)
+
+    def _database(self, url: str, state: StackState, env: dict[str, str], progress: Progress) -> str:
+        if services.postgres_answers(url):
+            services.ensure_database(url)
+            return url
+        progress(f"no PostgreSQL answers at {url.split('@')[-1]}: starting a throwaway server")
+        endpoint = services.start_postgres(self.home / "services" / "postgres", services.free_port(), env)
+        state.procs.append(endpoint.proc)  # type: ignore[arg-type]
+        db_url = services.with_database(endpoint.url, services.database_name(url) or "sluice")
+        services.ensure_database(db_url)
+        return db_url
+
+    def _broker(self, url: str, state: StackState, env: dict[str, str], progress: Progress) -> str:
+        if services.redis_answers(url):
+            return url
+        progress(f"no Redis answers at {url}: starting a throwaway server")
+        endpoint = services.start_redis(self.home / "services" / "redis", services.free_port(), env)
+        state.procs.append(endpoint.proc)  # type: ignore[arg-type]
+        return endpoint.url
+
+    def _spawn_core(self, kind: str, env: dict[str, str], config: StackConfig) -> Proc:
+        argv = [*airflow_command(), kind]
+        if kind == "api-server":
+            argv += ["--host", config.api_host, "--port", str(config.api_port), "--workers", "1"]
+        return spawn(kind, kind, argv, env, self.home / "logs" / f"{kind}.log", cwd=self.home)
+
+    # ---- workers ---------------------------------------------------------------------------------
+    def start_worker(self, pool: Pool) -> Proc:
+        """One Celery worker for ``pool``: its queues, its concurrency, its own log-server port."""
+        with self.state_file.editing() as state:
+            name = state.next_worker_name(pool.name)
+            env = self.env(state.config)
+            port = services.free_port()
+            env.update(
+                {
+                    "SLUICE_WORKER_NAME": name,
+                    "SLUICE_POOL": pool.name,
+                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port),
+                }
+            )
+            argv = [*airflow_command(), "celery", "worker", "--queues", ",".join(pool.queues)]
+            argv += ["--concurrency", str(pool.concurrency), "--celery-hostname", celery_hostname(name)]
+            proc = spawn(
+                f"worker {name}",
+                "worker",
+                argv,
+                env,
+                self.home / "logs" / f"worker-{name}.log",
+                cwd=self.home,
+                pool=pool.name,
+                worker=name,
+                log_server_port=port,
+                grace=pool.termination_grace_period_seconds,
+            )
+            state.procs.append(proc)
+        return proc
+
+    def drain_worker(self, proc: Proc) -> None:
+        """Warm shutdown: the worker stops taking tasks, finishes its running ones, then exits."""
+        with self.state_file.editing() as state:
+            found = state.find(proc.name)
+            if found:
+                found.extra["draining"] = True
+        if proc.alive():
+            proc.process().send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+
+    def forget_exited(self) -> list[Proc]:
+        """Drop workers that have exited (drained, crashed or killed) from the record."""
+        with self.state_file.editing() as state:
+            gone = [p for p in state.workers() if not p.alive()]
+            for proc in gone:
+                state.remove(proc)
+        return gone
+
+    def celery(self) -> Any:
+        from celery import Celery
+
+        return Celery("sluice-stack", broker=self.state().config.broker_url, set_as_current=False)
+
+    def busy_workers(self, names: list[str]) -> set[str] | None:
+        """Workers (by stack name) holding an active or reserved task, from Celery's own inspection.
+
+        None when a worker did not answer: a worker we cannot see is treated as busy by the caller.
+        """
+        if not names:
+            return set()
+        app = self.celery()
+        inspect = app.control.inspect(destination=[celery_hostname(n) for n in names], timeout=1.5)
+        active, reserved = inspect.active() or {}, inspect.reserved() or {}
+        if set(active) != {celery_hostname(n) for n in names}:
+            return None
+        busy = {host for host, tasks in active.items() if tasks} | {host for host, tasks in reserved.items() if tasks}
+        return {n for n in names if celery_hostname(n) in busy}
+
+    # ---- status ----------------------------------------------------------------------------------
+    def status(self) -> Status:
+        state = self.state()
+        config = state.config
+        health = self._api_health(config)
+        pongs = self._pings([p.extra["worker"] for p in state.workers() if p.alive()])
+        components = []
+        for proc in state.procs:
+            alive = proc.alive()
+            if not alive:
+                verdict = "dead" if not proc.extra.get("draining") else "stopped: drained"
+            elif proc.kind in CORE:
+                verdict = health.get(proc.kind, "starting")
+            elif proc.kind == "worker":
+                verdict = "healthy" if proc.extra["worker"] in pongs else "starting: no ping reply yet"
+                if proc.extra.get("draining"):
+                    verdict = "draining: warm shutdown"
+            else:
+                verdict = "healthy"
+            components.append(ComponentStatus(proc.name, proc.kind, proc.pid, alive, verdict, proc.log))
+        return Status(config, components, self.pool_status(state))
+
+    def pool_status(self, state: StackState | None = None) -> list[PoolStatus]:
+        from sluice.scaling import desired_replicas, pool_load_sql, pool_state_counts_sql
+
+        state = state or self.state()
+        result = []
+        engine = _engine(state.config.db_url)
+        try:
+            with engine.connect() as conn:
+                import sqlalchemy as sa
+
+                for pool in state.config.platform().pools:
+                    counts = dict(conn.execute(sa.text(pool_state_counts_sql(pool))).all())
+                    needed = conn.execute(sa.text(pool_load_sql(pool))).scalar()
+                    workers = [p for p in state.workers(pool.name) if p.alive()]
+                    fixed = not (state.config.autoscale and pool.autoscaling.enabled)
+                    result.append(
+                        PoolStatus(
+                            pool=pool,
+                            queued=int(counts.get("queued", 0)),
+                            running=int(counts.get("running", 0)),
+                            desired=1 if fixed else desired_replicas(needed, pool),
+                            workers=[p.extra["worker"] for p in workers if not p.extra.get("draining")],
+                            draining=[p.extra["worker"] for p in workers if p.extra.get("draining")],
+                        )
+                    )
+        finally:
+            engine.dispose()
+        return result
+
+    def _api_health(self, config: StackConfig) -> dict[str, str]:
+        try:
+            body = httpx.get(f"{config.api_url}/api/v2/monitor/health", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return {"api-server": f"starting: {type(exc).__name__}"}
+        out = {"api-server": "healthy"}
+        for kind, key in (("scheduler", "scheduler"), ("triggerer", "triggerer"), ("dag-processor", "dag_processor")):
+            status = (body.get(key) or {}).get("status")
+            out[kind] = "healthy" if status == "healthy" else f"starting: {status or 'no heartbeat yet'}"
+        return out
+
+    def _pings(self, names: list[str]) -> set[str]:
+        if not names:
+            return set()
+        try:
+            replies = self.celery().control.ping(destination=[celery_hostname(n) for n in names], timeout=1.5)
+        except Exception:  # broker down: no worker is reachable
+            return set()
+        hosts = {host for reply in replies for host in reply}
+        return {n for n in names if celery_hostname(n) in hosts}
+
+    def wait_healthy(self, progress: Progress = _quiet, timeout: float = HEALTH_TIMEOUT) -> Status:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            status = self.status()
+            dead = [c for c in status.components if not c.alive and c.kind != "worker"]
+            if dead:
+                raise StackError(f"{dead[0].name} exited during start-up; see {dead[0].log}")
+            waiting = [
+                c
+                for c in status.components
+                if c.alive and c.health != "healthy" and not c.health.startswith("draining:")
+            ]
+            if not waiting:
+                return status
+            summary = ", ".join(f"{c.name} ({c.health})" for c in waiting)
+            if summary != last:
+                progress(f"waiting for {summary}")
+                last = summary
+            if time.monotonic() > deadline:
+                raise StackError(f"not healthy after {timeout:.0f} s: {summary}; logs in {self.home / 'logs'}")
+            time.sleep(1)
+
+    # ---- down ------------------------------------------------------------------------------------
+    def down(self, progress: Progress = _quiet) -> list[tuple[str, str]]:
+        """Stop what this stack started, workers warm (their running tasks finish), services last."""
+        if not self.state_file.exists():
+            return []
+        outcomes = []
+        for kind in STOP_ORDER:
+            procs = self.state().of_kind(kind)
+            sig = services.STOP_SIGNAL.get(kind, signal.SIGTERM)
+            signalled = {proc.name for proc in procs if signal_proc(proc, sig)}  # all at once, then wait
+            for proc in procs:
+                progress(f"stopping {proc.name}")
+                timeout = float(proc.extra.get("grace", 60)) if kind == "worker" else 60.0
+                outcomes.append((proc.name, stop(proc, sig, timeout, signalled=proc.name in signalled)))
+            with self.state_file.editing() as state:
+                for proc in procs:
+                    state.remove(proc)
+        return outcomes
+
+    # ---- faults (tests and operators) ------------------------------------------------------------
+    def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> Proc:
+        """Kill one component and start it again with the same settings (the fault tests use this)."""
+        state = self.state()
+        proc = state.find(name)
+        if proc is None:
+            raise StackError(f"no component {name!r} in this stack")
+        stop(proc, sig, timeout=30)
+        config = state.config
+        if proc.kind == "redis":
+            endpoint = services.start_redis(Path(proc.log).parent / "redis", int(proc.extra["port"]), self.env(config))
+            new = endpoint.proc
+        elif proc.kind in CORE:
+            new = self._spawn_core(proc.kind, self.env(config), config)
+        else:
+            raise StackError(f"restart supports core components and redis, not {proc.kind}")
+        assert new is not None
+        with self.state_file.editing() as current:
+            current.remove(proc)
+            current.procs.append(new)
+        return new
+
+
+def celery_hostname(worker: str) -> str:
+    return f"{worker}@{socket.gethostname()}"
+
+
+def _engine(url: str) -> Any:
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    return sa.create_engine(url, poolclass=NullPool)

@@ -1,0 +1,51 @@
+"""Recovery timeouts and measured tuning: one set in every Airflow container, and the same on the local stack."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from sluice.stack.config import RECOVERY_KEYS, TUNING_KEYS, recovery_settings, tuning_settings
+
+from tests.chart.render import CHART, RenderError, containers, env_of, pod_specs, render_chart
+
+
+def airflow_envs(docs):
+    for _, spec in pod_specs(docs):
+        for container in containers(spec):
+            if container["image"].startswith("ghcr.io/sluice-ml/airflow:"):
+                yield env_of(container)
+
+
+def test_every_airflow_container_gets_the_recovery_timeouts() -> None:
+    docs = render_chart({"recovery": {"taskInstanceHeartbeatTimeout": 90, "taskQueuedTimeout": 900}})
+    envs = list(airflow_envs(docs))
+    assert envs
+    for env in envs:
+        assert env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] == "90"
+        assert env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"] == "900"
+        assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD"] == "30"
+
+
+def test_the_local_stack_uses_the_charts_default_timeouts() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["recovery"]
+    settings = recovery_settings()
+    assert {key: int(settings[env]) for key, env in RECOVERY_KEYS.items()} == values
+
+
+@pytest.mark.parametrize("key", sorted(RECOVERY_KEYS))
+def test_a_zero_timeout_is_refused_naming_the_field(key: str) -> None:
+    with pytest.raises(RenderError, match=f"recovery.*{key}|{key}.*minimum"):
+        render_chart({"recovery": {key: 0}}, show_only=["templates/scheduler.yaml"])
+
+
+def test_every_airflow_container_gets_the_measured_tuning() -> None:
+    for env in airflow_envs(render_chart({})):
+        assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
+        assert env["AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY"] == "0"
+
+
+def test_the_local_stacks_sluice_tuning_is_the_charts() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["tuning"]
+    settings = tuning_settings("sluice")
+    assert {key: int(settings[env]) for key, env in TUNING_KEYS.items()} == values
+    assert tuning_settings("stock") == {}

@@ -1,0 +1,87 @@
+"""Probe DAGs for the local-stack tests: failure propagation, retries, schedules, long tasks to kill."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param, get_current_context, task
+
+START = datetime(2026, 1, 1)
+
+with DAG("probe_failure", schedule=None, start_date=START, catchup=False, default_args={"retries": 0}):
+
+    @task
+    def breaks() -> None:
+        raise RuntimeError("probe: this task fails on purpose")
+
+    @task
+    def child() -> None:
+        pass
+
+    @task
+    def grandchild() -> None:
+        pass
+
+    @task(retries=2, retry_delay=timedelta(seconds=2), retry_exponential_backoff=True)
+    def flaky() -> int:
+        try_number = get_current_context()["ti"].try_number
+        if try_number < 2:
+            raise RuntimeError(f"probe: try {try_number} fails, the retry succeeds")
+        return try_number
+
+    breaks() >> child() >> grandchild()
+    flaky()
+
+
+with DAG(
+    "probe_sleep",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"seconds": Param([20], type="array", description="one mapped task per entry, sleeping that long")},
+):
+
+    @task
+    def plan() -> list[float]:
+        return [float(s) for s in get_current_context()["params"]["seconds"]]
+
+    @task(retries=4, retry_delay=timedelta(seconds=1))
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    nap.expand(seconds=plan())
+
+
+with DAG("probe_chain", schedule=None, start_date=START, catchup=False, default_args={"retries": 1}):
+
+    @task
+    def step(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    previous = None
+    for index in range(4):
+        current = step.override(task_id=f"step_{index}")(4)
+        if previous is not None:
+            previous >> current
+        previous = current
+
+
+with DAG("probe_scheduled", schedule=timedelta(seconds=10), start_date=START, catchup=False, max_active_runs=1):
+
+    @task
+    def tick() -> str:
+        return get_current_context()["run_id"]
+
+    tick()
+
+
+with DAG("probe_highmem", schedule=None, start_date=START, catchup=False):
+
+    @task(queue="highmem")
+    def heavy() -> None:
+        time.sleep(2)
+
+    heavy()

@@ -1,0 +1,121 @@
+"""The example pipeline on the local stack, triggered through the REST API, every task on its pool's workers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sluice.platform import load_platform
+from sluice.scaling import pool_load_sql
+
+from tests.integration.stack.conftest import HERE, Running
+
+pytestmark = pytest.mark.integration
+PLATFORM = load_platform(HERE / "platform.yaml")
+
+
+class LoadSampler(threading.Thread):
+    """Samples the chart's scaling query per pool while a run is in flight."""
+
+    def __init__(self, db_url: str) -> None:
+        super().__init__(daemon=True)
+        self.engine = sa.create_engine(db_url)
+        self.peak = {pool.name: 0.0 for pool in PLATFORM.pools}
+        self.done = threading.Event()
+
+    def sample(self) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            return {
+                pool.name: float(conn.execute(sa.text(pool_load_sql(pool))).scalar() or 0) for pool in PLATFORM.pools
+            }
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            for name, value in self.sample().items():
+                self.peak[name] = max(self.peak[name], value)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(local_stack: Running) -> tuple[str, dict, LoadSampler]:
+    sampler = LoadSampler(local_stack.db_url)
+    sampler.start()
+    try:
+        # The DAG is @daily: a manual run at its next logical date stands in for that scheduled run,
+        # so unpausing it does not start a second pipeline run next to ours.
+        api = local_stack.api
+        dag = api.wait_for_dag("ml_training_pipeline")
+        run_id = api.trigger("ml_training_pipeline", logical_date=dag["next_dagrun_logical_date"])
+        api.unpause("ml_training_pipeline")
+        run = api.wait_for_run("ml_training_pipeline", run_id, 600)
+    finally:
+        sampler.done.set()
+        sampler.join()
+    return run_id, run, sampler
+
+
+def test_stack_comes_up_healthy_with_its_pools(local_stack: Running) -> None:
+    status = local_stack.stack.status()
+    assert status.healthy, [(c.name, c.health) for c in status.components]
+    kinds = {c.kind for c in status.components}
+    assert {"api-server", "scheduler", "dag-processor", "triggerer", "worker", "autoscaler", "redis"} <= kinds
+    assert [p.pool.name for p in status.pools] == [p.name for p in PLATFORM.pools]
+
+
+def test_example_pipeline_succeeds_through_the_rest_api(pipeline_run: tuple[str, dict, LoadSampler]) -> None:
+    _, run, _ = pipeline_run
+    assert run["state"] == "success"
+
+
+def test_every_task_ran_on_a_worker_of_the_pool_serving_its_queue(
+    local_stack: Running, pipeline_run: tuple[str, dict, LoadSampler]
+) -> None:
+    run_id, _, _ = pipeline_run
+    tis = local_stack.api.task_instances("ml_training_pipeline", run_id)
+    assert tis
+    pools_used = set()
+    for ti in tis:
+        serving = PLATFORM.pool_for_queue(ti["queue"])
+        assert serving is not None, ti
+        worker_pool = ti["hostname"].rsplit("-", 1)[0]  # local workers are named <pool>-<n>
+        assert worker_pool == serving.name, f"{ti['task_id']}[{ti['map_index']}] on {ti['hostname']} ({ti['queue']})"
+        pools_used.add(worker_pool)
+    assert pools_used == {"default", "highmem"}
+
+
+def test_scaling_query_counts_each_pool_mid_run_and_zero_after(
+    local_stack: Running, pipeline_run: tuple[str, dict, LoadSampler]
+) -> None:
+    _, _, sampler = pipeline_run
+    assert sampler.peak["default"] > 0
+    assert sampler.peak["highmem"] > 0  # the highmem training steps were queued/running
+    local_stack.wait_for(lambda: sampler.sample() == {"default": 0.0, "highmem": 0.0}, "pool load back to 0", 60)
+
+
+def _sluice(*args: str) -> subprocess.CompletedProcess[str]:
+    sluice = Path(sys.executable).with_name("sluice")
+    env = {"COLUMNS": "200", "PATH": str(sluice.parent)}
+    return subprocess.run([str(sluice), *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_status_command_shows_components_and_pools(local_stack: Running) -> None:
+    out = _sluice("status", "--home", str(local_stack.stack.home))
+    assert out.returncode == 0, out.stdout + out.stderr
+    for expected in ("scheduler", "dag-processor", "triggerer", "api-server", "healthy", "default", "highmem"):
+        assert expected in out.stdout
+
+
+def test_up_refuses_a_second_stack_in_the_same_home(local_stack: Running) -> None:
+    out = _sluice("up", "--home", str(local_stack.stack.home))
+    assert out.returncode == 1
+    assert "already running" in out.stdout
+    assert local_stack.stack.status().healthy  # the running stack is untouched
+
+
+def test_down_with_nothing_started_touches_nothing(tmp_path: Path) -> None:
+    out = _sluice("down", "--home", str(tmp_path / "empty"))
+    assert out.returncode == 0
+    assert "nothing to stop" in out.stdout

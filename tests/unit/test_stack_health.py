@@ -1,0 +1,34 @@
+"""`sluice status` fails on faults, not on the autoscaler doing its job (adding or retiring workers)."""
+
+from __future__ import annotations
+
+import pytest
+from sluice.stack.config import StackConfig
+from sluice.stack.local import ComponentStatus, Status
+
+
+def _status(*health: tuple[str, str]) -> Status:
+    comps = [
+        ComponentStatus(f"{kind}-{i}", kind, 100 + i, not h.startswith(("dead", "stopped")), h, "log")
+        for i, (kind, h) in enumerate(health)
+    ]
+    return Status(StackConfig(), comps, [])
+
+
+CORE_OK = (("scheduler", "healthy"), ("api-server", "healthy"))
+
+
+@pytest.mark.parametrize(
+    "worker_health",
+    ["healthy", "starting: no ping reply yet", "draining: warm shutdown", "stopped: drained"],
+)
+def test_workers_being_scaled_keep_the_stack_healthy(worker_health: str) -> None:
+    assert _status(*CORE_OK, ("worker", worker_health)).healthy
+
+
+@pytest.mark.parametrize(
+    "component",
+    [("worker", "dead"), ("scheduler", "starting: no heartbeat yet"), ("scheduler", "dead"), ("redis", "dead")],
+)
+def test_a_dead_component_or_a_core_one_not_ready_is_unhealthy(component: tuple[str, str]) -> None:
+    assert not _status(*CORE_OK, component).healthy
