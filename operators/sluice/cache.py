@@ -44,7 +44,7 @@ def cache_key(
     image: str,
     command: list[str],
     params: dict[str, Any],
-    inputs: dict[str, str],
+    inputs: dict[str, Any],
     outputs: dict[str, str],
     cache_version: str,
 ) -> str:
@@ -54,7 +54,10 @@ def cache_key(
         "command": command,
         "params": params,
         "outputs": sorted(outputs),
-        "inputs": {name: fingerprint(uri) for name, uri in sorted(inputs.items())},
+        "inputs": {
+            name: [fingerprint(u) for u in uri] if isinstance(uri, list) else fingerprint(uri)
+            for name, uri in sorted(inputs.items())
+        },
         "cache_version": cache_version,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()

@@ -19,6 +19,7 @@ ENV_PARAMS = "SLUICE_STEP_PARAMS"
 ENV_RESULT_URI = "SLUICE_RESULT_URI"
 ENV_PREFIX = "SLUICE_ARTIFACT_PREFIX"
 ENV_STORAGE_OPTIONS = "SLUICE_STORAGE_OPTIONS"
+ENV_ROOT = "SLUICE_ARTIFACT_ROOT"
 RESULT_FILE = "_result.json"
 
 
@@ -26,8 +27,16 @@ class StepContractError(RuntimeError):
     """The step exited 0 but did not keep its side of the contract."""
 
 
-def step_env(inputs: dict[str, str], outputs: dict[str, str], params: dict[str, Any], prefix: str) -> dict[str, str]:
-    return {
+def step_env(
+    inputs: dict[str, Any],
+    outputs: dict[str, str],
+    params: dict[str, Any],
+    prefix: str,
+    root: str | None = None,
+) -> dict[str, str]:
+    """The contract env; ``root`` (the artifact root) lets publishing steps find the shared places
+    under it (``models/`` registry, ``tables/`` partitions)."""
+    env = {
         ENV_VERSION: str(CONTRACT_VERSION),
         ENV_INPUTS: json.dumps(inputs, sort_keys=True),
         ENV_OUTPUTS: json.dumps(outputs, sort_keys=True),
@@ -35,6 +44,9 @@ def step_env(inputs: dict[str, str], outputs: dict[str, str], params: dict[str, 
         ENV_RESULT_URI: artifacts.join(prefix, RESULT_FILE),
         ENV_PREFIX: prefix,
     }
+    if root:
+        env[ENV_ROOT] = root
+    return env
 
 
 def read_result(result_uri: str, expected_outputs: dict[str, str]) -> dict[str, Any]:

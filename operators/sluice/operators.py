@@ -72,7 +72,7 @@ class MLStepOperator(BaseOperator):
         run_id: str,
         try_number: int,
         map_index: int = -1,
-        inputs: dict[str, str] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> StepRun:
         """Everything a launcher needs for one try of this step; ``sluice pod-spec`` builds it offline."""
         prefix = artifacts.task_prefix(platform.artifacts.root, dag_id, run_id, self.task_id, map_index)
@@ -85,7 +85,13 @@ class MLStepOperator(BaseOperator):
             map_index=map_index,
             image=platform.image_ref(self.image),
             command=self.command,
-            env=step_env(self._resolved_inputs() if inputs is None else inputs, outputs, self.step_params, prefix),
+            env=step_env(
+                self._resolved_inputs() if inputs is None else inputs,
+                outputs,
+                self.step_params,
+                prefix,
+                root=platform.artifacts.root,
+            ),
             profile_name=self.profile,
             profile=platform.profile(self.profile),
             artifact_prefix=prefix,
@@ -153,9 +159,27 @@ class MLStepOperator(BaseOperator):
             self.log.info("metric %s = %s", name, value)
         return result
 
-    def _resolved_inputs(self) -> dict[str, str]:
-        resolved: dict[str, str] = {}
+    def _resolved_inputs(self) -> dict[str, str | list[str]]:
+        """Input name → URI; or → list of URIs for a fan-in from mapped steps (``mapped.output[name]``, or
+        a list of several such outputs, flattened).
+
+        A fan-in holds the outputs of the mapped instances that succeeded (a failed instance pushed none).
+        """
+        resolved: dict[str, str | list[str]] = {}
         for name, value in self.inputs.items():
+            if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+                uris = []
+                for item in value:
+                    many = isinstance(item, Sequence) and not isinstance(item, str | bytes)
+                    # len + index, not iteration: a lazy XCom sequence is read by count and offset
+                    uris.extend([item[i] for i in range(len(item))] if many else [item])
+                if not uris or not all(isinstance(uri, str) and uri for uri in uris):
+                    raise AirflowException(
+                        f"input {name!r} resolved to {uris!r}; a fan-in input needs at least one artifact URI "
+                        "(did every mapped upstream instance fail?)"
+                    )
+                resolved[name] = uris
+                continue
             if not isinstance(value, str) or not value:
                 raise AirflowException(
                     f"input {name!r} resolved to {value!r}, not an artifact URI; pass an upstream step's "

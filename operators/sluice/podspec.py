@@ -15,32 +15,50 @@ from sluice.platform import Platform, current_platform
 RUN_ID = "<run_id>"
 
 
-def _placeholder_inputs(task: Any) -> dict[str, str]:
+def _placeholder(value: Any) -> Any:
     from airflow.sdk.definitions.xcom_arg import PlainXComArg
 
-    inputs = {}
-    for name, value in task.inputs.items():
-        if isinstance(value, PlainXComArg):
-            inputs[name] = f"<xcom:{value.operator.task_id}.{value.key}>"
-        else:
-            inputs[name] = str(value)
-    return inputs
+    if isinstance(value, PlainXComArg):
+        return f"<xcom:{value.operator.task_id}.{value.key}>"
+    if isinstance(value, list | tuple):
+        return [_placeholder(item) for item in value]
+    return str(value)
+
+
+def _placeholder_inputs(task: Any) -> dict[str, Any]:
+    return {name: _placeholder(value) for name, value in task.inputs.items()}
+
+
+def _step_task(task: Any) -> Any:
+    """The MLStepOperator behind a task; a mapped one is built from its .partial() arguments, with
+    what it expands shown as ``<mapped>`` (the profile falls back to the partial's or ``default``)."""
+    from sluice.operators import MLStepOperator
+
+    if isinstance(task, MLStepOperator):
+        return task
+    operator_class = getattr(task, "operator_class", None)
+    if not (isinstance(operator_class, type) and issubclass(operator_class, MLStepOperator)):
+        raise TypeError(
+            f"task {task.task_id!r} is a {type(task).__name__}, not an MLStepOperator: it launches no step pod"
+        )
+    own = ("image", "command", "inputs", "outputs", "step_params", "profile", "cache", "cache_version")
+    kwargs = {key: value for key, value in task.partial_kwargs.items() if key in own}
+    kwargs.setdefault("step_params", {"<mapped>": "expanded at run time, one set per mapped instance"})
+    kwargs["inputs"] = {name: _placeholder(value) for name, value in kwargs.get("inputs", {}).items()}
+    return operator_class(task_id=task.task_id, **kwargs)  # standalone: in no DAG
 
 
 def pod_manifest(dag_id: str, task_id: str, dags_folder: Path, platform: Platform | None = None) -> dict[str, Any]:
     from kubernetes.client import ApiClient
 
     from sluice.launchers.kubernetes import pod_operator
-    from sluice.operators import MLStepOperator
     from sluice.runs import load_dag
 
     platform = platform or current_platform()
     dag = load_dag(dag_id, dags_folder)
     if task_id not in dag.task_dict:
         raise KeyError(f"DAG {dag_id!r} has no task {task_id!r}; tasks: {', '.join(sorted(dag.task_dict))}")
-    task = dag.task_dict[task_id]
-    if not isinstance(task, MLStepOperator):
-        raise TypeError(f"task {task_id!r} is a {type(task).__name__}, not an MLStepOperator: it launches no step pod")
+    task = _step_task(dag.task_dict[task_id])
     step_params = task.render_template(task.step_params, {"params": dag.params.dump()})
     original = task.step_params
     try:

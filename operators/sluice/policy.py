@@ -26,10 +26,26 @@ def configured_executors() -> list[str]:
     return names
 
 
+def mapped_keys(task: Any) -> set[str]:
+    """Keyword arguments a mapped task expands (known at parse time only for literal lists)."""
+    value = getattr(getattr(task, "expand_input", None), "value", None)
+    if isinstance(value, dict):
+        return set(value)
+    if isinstance(value, list | tuple):
+        return {key for item in value if isinstance(item, dict) for key in item}
+    return set()
+
+
 def queue_problem(task: Any, platform: Platform, executors: list[str]) -> str | None:
     """Why this task's queue can never run, or None; shared by the policy and ``sluice check``."""
     queue = task.queue
     where = f"task {task.dag_id}.{task.task_id}"
+    if "queue" in mapped_keys(task):
+        return (
+            f"{where}: 'queue' is mapped (expand); Airflow routes every instance of a mapped task to the one "
+            "queue set in .partial(), before it expands. Set queue in .partial() and use one mapped task per "
+            "pool; the step's 'profile' may be mapped"
+        )
     if queue == platform.routing.kubernetes_queue:
         if CELERY_EXECUTOR in executors and KUBERNETES_EXECUTOR not in executors:
             return (

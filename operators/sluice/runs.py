@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,15 @@ class RunOutcome:
 
     def task(self, task_id: str) -> TaskOutcome:
         return next(t for t in self.tasks if t.task_id == task_id)
+
+    def mapped(self, task_id: str) -> list[TaskOutcome]:
+        """The instances of a mapped task, by map index."""
+        return sorted((t for t in self.tasks if t.task_id == task_id and t.map_index >= 0), key=lambda t: t.map_index)
+
+    @property
+    def mapped_count(self) -> int:
+        """How many mapped task instances the run expanded to (all mapped tasks together)."""
+        return sum(1 for t in self.tasks if t.map_index >= 0)
 
     @property
     def succeeded(self) -> bool:
@@ -123,10 +133,134 @@ def collect(dag_id: str, run_id: str) -> RunOutcome:
     return outcome
 
 
-def run_dag(dag_id: str, dags_folder: Path, conf: dict[str, Any] | None = None) -> RunOutcome:
+def run_dag(
+    dag_id: str, dags_folder: Path, conf: dict[str, Any] | None = None, logical_date: datetime | None = None
+) -> RunOutcome:
     dag = load_dag(dag_id, dags_folder)
-    dr = dag.test(run_conf=conf)
+    dr = dag.test(run_conf=conf) if logical_date is None else dag.test(run_conf=conf, logical_date=logical_date)
     return collect(dag_id, dr.run_id)
+
+
+def run_existing(dag_id: str, dags_folder: Path, run_id: str) -> RunOutcome:
+    """Run a DAG run someone else created (a backfill, the scheduler's timer or an asset event) to the end,
+    in this process, the way ``dag.test()`` runs its own: same task loop, steps as local processes.
+
+    ``dag.test()`` always creates a fresh manual run; here its run factory hands it the existing run instead,
+    so the run keeps its id, type, logical date, data interval and conf.
+    """
+    from unittest import mock
+
+    from airflow.models import dagrun as dagrun_module
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import select
+
+    dag = load_dag(dag_id, dags_folder)
+    with create_session() as session:
+        dr = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        if dr is None:
+            raise KeyError(f"DAG {dag_id!r} has no run {run_id!r}")
+        logical_date = dr.logical_date
+
+    def existing_run(*, dag: Any, session: Any, start_date: Any, **_: Any) -> Any:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        run.state = DagRunState.RUNNING
+        run.start_date = start_date
+        run.dag = dag
+        session.commit()
+        # Task instances of a run the scheduler created but never examined are made on first update.
+        run.verify_integrity(session=session, dag_version_id=run.created_dag_version_id)
+        session.commit()
+        return run
+
+    with mock.patch.object(dagrun_module, "get_or_create_dagrun", existing_run):
+        dag.test(logical_date=logical_date)
+    return collect(dag_id, run_id)
+
+
+def backfill(
+    dag_id: str,
+    dags_folder: Path,
+    from_date: datetime,
+    to_date: datetime,
+    conf: dict[str, Any] | None = None,
+) -> list[RunOutcome]:
+    """``airflow backfill create`` (the same call), then run each run it created, oldest first.
+
+    Airflow 3 backfills are executed by the scheduler; with no scheduler here, ``run_existing`` plays its
+    part for each run, then the backfill is marked complete as the scheduler would.
+    """
+    from datetime import UTC
+
+    from airflow.models.backfill import Backfill, _create_backfill
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    load_dag(dag_id, dags_folder)  # parses and fails clearly on import errors
+    created = _create_backfill(
+        dag_id=dag_id,
+        from_date=from_date,
+        to_date=to_date,
+        max_active_runs=1,
+        reverse=False,
+        dag_run_conf=conf,
+        triggering_user_name="sluice",
+    )
+    with create_session() as session:
+        run_ids = session.scalars(
+            select(DagRun.run_id).where(DagRun.backfill_id == created.id).order_by(DagRun.logical_date)
+        ).all()
+    outcomes = [run_existing(dag_id, dags_folder, run_id) for run_id in run_ids]
+    with create_session() as session:
+        row = session.get(Backfill, created.id)
+        row.completed_at = datetime.now(UTC)
+    return outcomes
+
+
+def set_paused(dag_ids: list[str], paused: bool, dags_folder: Path) -> None:
+    """Pause or unpause DAGs (parsing the folder into the DB first, so they exist there). A paused DAG gets
+    no scheduled runs, and Airflow queues no asset-triggered run for it either."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(DagBag(dag_folder=str(dags_folder)), "dags-folder", None)
+    with create_session() as session:
+        session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=paused))
+
+
+def create_due_runs(dag_ids: list[str]) -> list[tuple[str, str, str]]:
+    """Let the scheduler create the runs that are due now (timer) or triggered (asset events) for these
+    DAGs, exactly as one pass of its loop does, without running them; returns (dag_id, run_id, run_type)
+    created. The DAGs are unpaused for the pass and paused again after it. One pass creates at most one run
+    per DAG (an asset-triggered one first): call again for the next."""
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.sqlalchemy import prohibit_commit
+    from sqlalchemy import select, update
+
+    with create_session() as session:
+        before = set(session.scalars(select(DagRun.run_id).where(DagRun.dag_id.in_(dag_ids))).all())
+        session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=False))
+    runner = SchedulerJobRunner(job=Job(), executors=[])
+    try:
+        with create_session() as session, prohibit_commit(session) as guard:
+            runner._create_dagruns_for_dags(guard, session)
+            guard.commit()
+    finally:
+        with create_session() as session:
+            session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=True))
+    with create_session() as session:
+        rows = session.execute(select(DagRun.dag_id, DagRun.run_id, DagRun.run_type).where(DagRun.dag_id.in_(dag_ids)))
+        return [(d, r, str(t)) for d, r, t in rows if r not in before]
 
 
 def run_dag_object(dag: Any, conf: dict[str, Any] | None = None) -> RunOutcome:

@@ -34,7 +34,30 @@ def test_demo_runs_the_pipeline_and_prints_states_metrics_and_artifacts(demo) ->
     assert "task states" in result.stdout and "publish" in result.stdout
     assert "roc_auc" in result.stdout
     assert "publish/MODEL_CARD.md" in result.stdout
+    assert "mapped steps: 12 (train 8, train_highmem 4)" in result.stdout, "the default grid"
+    assert "train_highmem[3]" in result.stdout
     assert ": success in" in result.stdout
+
+
+def test_demo_runs_batch_scoring_by_name_with_the_model_just_registered(demo) -> None:
+    result = demo("batch_scoring")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "score[1]" in result.stdout and "model_version" in result.stdout
+    assert "mapped steps: 2 (score 2)" in result.stdout
+
+
+def test_demo_of_batch_scoring_without_a_model_names_the_fix(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
+    env |= {"SLUICE_HOME": str(tmp_path), "COLUMNS": "200"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "sluice"), "demo", "batch_scoring"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 2
+    assert "has none yet: run `sluice demo ml_training_pipeline` first" in result.stdout
 
 
 def test_demo_exits_non_zero_when_a_task_fails(demo) -> None:

@@ -19,12 +19,52 @@ def dagbag():
 
 def test_every_dag_imports_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert "ml_training_pipeline" in dagbag.dags
+    assert {"ml_training_pipeline", "batch_scoring", "daily_features"} <= set(dagbag.dags)
 
 
 def test_no_dag_has_a_cycle(dagbag) -> None:
     for dag in dagbag.dags.values():
         dag.check_cycle()
+
+
+def test_default_grid_maps_twelve_candidates_over_four_algorithms_one_pool_highmem(dagbag) -> None:
+    dag = dagbag.dags["ml_training_pipeline"]
+    grid = dag.params["grid"]
+    assert len(grid) >= 12
+    assert len({entry["algorithm"] for entry in grid}) >= 4
+    assert any(entry.get("profile") == "highmem" for entry in grid)
+    assert dag.get_task("train_highmem").queue == "highmem"
+    assert dag.get_task("champion").trigger_rule == "all_done"
+    assert [o.name for o in dag.get_task("publish").outlets] == ["model/breast-cancer-classifier"]
+
+
+def test_batch_scoring_runs_on_the_model_asset_or_every_15_minutes(dagbag) -> None:
+    from airflow.sdk import AssetOrTimeSchedule
+
+    dag = dagbag.dags["batch_scoring"]
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert dag.timetable.timetable.expression == "*/15 * * * *"
+    assert dag.timetable.asset_condition.name == "model/breast-cancer-classifier"
+    assert dag.catchup is False
+
+
+def test_daily_features_is_daily_without_catchup_and_never_depends_on_past(dagbag) -> None:
+    dag = dagbag.dags["daily_features"]
+    assert dag.schedule == "@daily" and dag.catchup is False
+    assert not any(task.depends_on_past for task in dag.tasks)
+
+
+def test_a_mapped_queue_is_refused_at_import_with_the_reason(tmp_path) -> None:
+    (tmp_path / "mapped_queue.py").write_text(
+        "from datetime import datetime\n"
+        "from airflow.sdk import DAG\n"
+        "from sluice.operators import MLStepOperator\n"
+        "with DAG('mapped_queue', schedule=None, start_date=datetime(2026, 1, 1)):\n"
+        "    MLStepOperator.partial(task_id='t', image='ml-steps', command=['x']).expand_kwargs(\n"
+        "        [{'queue': 'highmem', 'step_params': {}}])\n"
+    )
+    problems = check_dag_folder(tmp_path)
+    assert len(problems) == 1 and "'queue' is mapped (expand)" in problems[0], problems
 
 
 def test_every_task_has_an_owner_other_than_the_default(dagbag) -> None:

@@ -29,3 +29,16 @@ def airflow_postgres(pg_server, tmp_path_factory: pytest.TempPathFactory) -> Ite
         proc = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         yield url
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server, standing in for MinIO or any S3 (no object store can run here otherwise)."""
+    from moto.server import ThreadedMotoServer
+    from sluice.stack.services import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

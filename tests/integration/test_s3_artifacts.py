@@ -6,8 +6,6 @@ standards ask); s3fs/botocore talk to it over HTTP exactly as they would to MinI
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -20,23 +18,6 @@ from sluice.runs import run_dag_object
 
 pytestmark = pytest.mark.integration
 BUCKET = "sluice-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

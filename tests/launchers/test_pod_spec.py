@@ -96,7 +96,7 @@ def test_sluice_pod_spec_prints_the_manifest_of_a_dag_task(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
     env |= {"SLUICE_HOME": str(tmp_path), "SLUICE_ARTIFACT_ROOT": "s3://bucket/root"}
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "sluice"), "pod-spec", "ml_training_pipeline", "train"],
+        [str(Path(sys.executable).parent / "sluice"), "pod-spec", "ml_training_pipeline", "train_highmem"],
         capture_output=True,
         text=True,
         env=env,
@@ -105,10 +105,12 @@ def test_sluice_pod_spec_prints_the_manifest_of_a_dag_task(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     pod = yaml.safe_load(proc.stdout)
     container = pod["spec"]["containers"][0]
-    assert container["args"] == ["train"] and pod["metadata"]["labels"]["task_id"] == "train"
-    inputs = next(e["value"] for e in container["env"] if e["name"] == "SLUICE_STEP_INPUTS")
-    assert inputs == '{"train": "<xcom:featurize.train>"}'
-    assert container["resources"]["limits"]["memory"] == "16Gi", "train uses the highmem profile"
+    assert container["args"] == ["train"] and pod["metadata"]["labels"]["task_id"] == "train_highmem"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SLUICE_STEP_INPUTS"] == '{"test": "<xcom:featurize.test>", "train": "<xcom:featurize.train>"}'
+    assert "<mapped>" in env["SLUICE_STEP_PARAMS"], "a mapped step's params are only known at run time"
+    assert env["SLUICE_ARTIFACT_ROOT"] == "s3://bucket/root"
+    assert container["resources"]["limits"]["memory"] == "16Gi", "train_highmem uses the highmem profile"
     kubernetes_validate.validate(pod, "1.35", strict=True)
 
 

@@ -1,4 +1,5 @@
-"""Sluice's ML steps (ingest, join, validate, featurize, train, evaluate, publish) under contract v1.
+"""Sluice's ML steps (ingest, join, validate, featurize, train, evaluate, champion, publish, batch, score,
+features) under contract v1.
 
 Runs unchanged as a pod, a local process or a local container; never imports Airflow.
 """

@@ -8,7 +8,19 @@ import sys
 
 from sluice_steps.contract import run_step
 
-STEPS = ("ingest", "join", "validate", "featurize", "train", "evaluate", "publish")
+STEPS = (
+    "ingest",
+    "join",
+    "validate",
+    "featurize",
+    "train",
+    "evaluate",
+    "champion",
+    "publish",
+    "batch",
+    "score",
+    "features",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ class StepContext:
     params: dict[str, Any]
     result_uri: str
     prefix: str
+    root: str = ""
     storage_options: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
@@ -41,7 +42,30 @@ class StepContext:
     def input(self, name: str) -> str:
         if name not in self.inputs:
             raise StepError(f"input {name!r} is missing; the step {self.step!r} needs it (declare it in inputs=)")
-        return self.inputs[name]
+        value = self.inputs[name]
+        if not isinstance(value, str):
+            raise StepError(f"input {name!r} is a list of {len(value)} URIs; the step {self.step!r} takes one URI")
+        return value
+
+    def input_list(self, name: str) -> list[str]:
+        """A fan-in input (the outputs of a mapped step's instances): always a list, one URI allowed."""
+        if name not in self.inputs:
+            raise StepError(f"input {name!r} is missing; the step {self.step!r} needs it (declare it in inputs=)")
+        value = self.inputs[name]
+        uris = [value] if isinstance(value, str) else list(value)
+        if not uris or not all(isinstance(uri, str) and uri for uri in uris):
+            raise StepError(f"input {name!r} must be a URI or a non-empty list of URIs, got {value!r}")
+        return uris
+
+    def shared_uri(self, *parts: str) -> str:
+        """A place under the artifact root shared across runs (``models/…``, ``tables/…``): what publishing
+        steps write to. Needs ``SLUICE_ARTIFACT_ROOT`` (launchers set it) or an explicit URI param."""
+        if not self.root:
+            raise StepError(
+                f"step {self.step!r} publishes under the artifact root, but SLUICE_ARTIFACT_ROOT is not set; "
+                "run it through a Sluice launcher or pass the target URI as a param"
+            )
+        return "/".join([self.root.rstrip("/"), *(p.strip("/") for p in parts)])
 
     def output(self, name: str) -> str:
         if name not in self.outputs:
@@ -87,11 +111,13 @@ class StepContext:
         return self.write_bytes(name, buffer.getvalue())
 
     def open_input(self, name: str, mode: str = "rb") -> Any:
-        uri = self.input(name)
+        return self.open_uri(self.input(name), mode, what=f"input {name!r}")
+
+    def open_uri(self, uri: str, mode: str = "rb", what: str = "artifact") -> Any:
         try:
             return fsspec.open(uri, mode, **self.storage_options).open()
         except FileNotFoundError:
-            raise StepError(f"input {name!r}: {uri} does not exist") from None
+            raise StepError(f"{what}: {uri} does not exist") from None
 
     def read_parquet(self, name: str) -> Any:
         import pandas as pd
@@ -161,6 +187,7 @@ def context_from_env(step: str, environ: dict[str, str] | None = None) -> StepCo
         params=_env_json("SLUICE_STEP_PARAMS", env),
         result_uri=env["SLUICE_RESULT_URI"],
         prefix=env.get("SLUICE_ARTIFACT_PREFIX", ""),
+        root=env.get("SLUICE_ARTIFACT_ROOT", ""),
         storage_options=options,
     )
 

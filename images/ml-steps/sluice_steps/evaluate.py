@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sklearn import metrics
 
 from sluice_steps.contract import StepContext, StepError
+
+
+def score(model: Any, x: Any, y: Any) -> dict[str, float]:
+    """The classification scores every evaluating step reports (rounded to 6 digits)."""
+    predicted = model.predict(x)
+    average = "binary" if y.nunique() == 2 else "macro"
+    scores = {
+        "accuracy": metrics.accuracy_score(y, predicted),
+        "f1": metrics.f1_score(y, predicted, average=average, zero_division=0),
+        "precision": metrics.precision_score(y, predicted, average=average, zero_division=0),
+        "recall": metrics.recall_score(y, predicted, average=average, zero_division=0),
+    }
+    if hasattr(model, "predict_proba") and y.nunique() == 2:
+        scores["roc_auc"] = metrics.roc_auc_score(y, model.predict_proba(x)[:, 1])
+    return {name: round(float(value), 6) for name, value in scores.items()}
 
 
 def run(ctx: StepContext) -> None:
@@ -13,17 +30,7 @@ def run(ctx: StepContext) -> None:
     target = ctx.param("target", kind=str)
     if target not in test.columns:
         raise StepError(f"input 'test': target column {target!r} is missing")
-    x, y = test.drop(columns=[target]), test[target]
-    predicted = model.predict(x)
-    scores = {
-        "accuracy": metrics.accuracy_score(y, predicted),
-        "f1": metrics.f1_score(y, predicted, average="binary" if y.nunique() == 2 else "macro"),
-        "precision": metrics.precision_score(y, predicted, average="binary" if y.nunique() == 2 else "macro"),
-        "recall": metrics.recall_score(y, predicted, average="binary" if y.nunique() == 2 else "macro"),
-    }
-    if hasattr(model, "predict_proba") and y.nunique() == 2:
-        scores["roc_auc"] = metrics.roc_auc_score(y, model.predict_proba(x)[:, 1])
-    scores = {name: round(float(value), 6) for name, value in scores.items()}
+    scores = score(model, test.drop(columns=[target]), test[target])
     metric = ctx.param("metric", "roc_auc", kind=str)
     if metric not in scores:
         raise StepError(f"param 'metric': {metric!r} is not computed; metrics: {', '.join(sorted(scores))}")

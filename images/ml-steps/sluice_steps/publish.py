@@ -1,31 +1,143 @@
-"""publish: write the model and a model card (markdown with the metrics table)."""
+"""publish: write a model card (markdown: metrics table, leaderboard, plot) and register the model.
+
+With a ``registration`` output the model is published as a new version of the model registry under the
+artifact root (``models/{model_name}/{version}/`` + the ``current`` pointer, see ``registry.py``); the
+``registration`` JSON says which version and where. Publishing the model that is already current
+registers nothing new (a retried or repeated run does not pile up identical versions).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
+from typing import Any
 
+from sluice_steps import registry
 from sluice_steps.contract import StepContext, StepError
 
+PLOT_FILE = "roc.png"
 
-def model_card(name: str, evaluation: dict, inputs: dict[str, str]) -> str:
-    rows = "\n".join(f"| {metric} | {value} |" for metric, value in sorted(evaluation.get("scores", {}).items()))
-    sources = "\n".join(f"- `{key}`: `{uri}`" for key, uri in sorted(inputs.items()))
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def leaderboard_table(leaderboard: dict[str, Any]) -> str:
+    metric = leaderboard.get("metric")
+    candidates = leaderboard.get("candidates", [])
+    names = sorted({name for c in candidates for name in c.get("scores", {})})
+    head = "| rank | candidate | algorithm | hyperparams | " + " | ".join(names) + " |"
+    rule = "| --- " * (4 + len(names)) + "|"
+    rows = [
+        f"| {i} | {c.get('candidate')} | {c.get('algorithm')} | `{json.dumps(c.get('hyperparams', {}))}` | "
+        + " | ".join(_fmt(c.get("scores", {}).get(n, "")) for n in names)
+        + " |"
+        for i, c in enumerate(candidates, 1)
+    ]
     return (
-        f"# Model card: {name}\n\n"
-        f"Published {datetime.now(UTC).isoformat(timespec='seconds')} by Sluice's `publish` step.\n\n"
-        f"Quality gate: `{evaluation.get('metric')}` ≥ {evaluation.get('threshold')} on "
-        f"{evaluation.get('test_rows')} held-out rows.\n\n"
-        f"| metric | value |\n| --- | --- |\n{rows}\n\n## Inputs\n\n{sources}\n"
+        f"## Candidates\n\n{len(candidates)} candidate(s) ranked by `{metric}` "
+        f"({'higher' if leaderboard.get('higher_is_better', True) else 'lower'} is better); rank 1 is published.\n\n"
+        + "\n".join([head, rule, *rows])
+        + "\n"
     )
+
+
+def model_card(
+    name: str,
+    evaluation: dict,
+    inputs: dict[str, Any],
+    version: str | None = None,
+    leaderboard: dict[str, Any] | None = None,
+    plot: str | None = None,
+) -> str:
+    rows = "\n".join(f"| {metric} | {value} |" for metric, value in sorted(evaluation.get("scores", {}).items()))
+    sources = "\n".join(
+        f"- `{key}`: " + (f"`{uri}`" if isinstance(uri, str) else f"{len(uri)} artifacts")
+        for key, uri in sorted(inputs.items())
+    )
+    title = f"# Model card: {name}" + (f" · version {version}" if version else "")
+    champion = (leaderboard or {}).get("champion")
+    parts = [
+        f"{title}\n\n"
+        f"Published {datetime.now(UTC).isoformat(timespec='seconds')} by Sluice's `publish` step.\n\n"
+        + (
+            f"Champion: `{champion.get('candidate')}` ({champion.get('algorithm')}, hyperparameters "
+            f"`{json.dumps(champion.get('hyperparams', {}))}`).\n\n"
+            if champion
+            else ""
+        )
+        + f"Quality gate: `{evaluation.get('metric')}` ≥ {evaluation.get('threshold')} on "
+        f"{evaluation.get('test_rows')} held-out rows.\n\n"
+        f"| metric | value |\n| --- | --- |\n{rows}\n"
+    ]
+    if plot:
+        parts.append(f"## ROC curve on the held-out rows\n\n![ROC curve]({plot})\n")
+    if leaderboard:
+        parts.append(leaderboard_table(leaderboard))
+    parts.append(f"## Inputs\n\n{sources}\n")
+    return "\n".join(parts)
+
+
+def _read_bytes(ctx: StepContext, name: str) -> bytes:
+    with ctx.open_input(name) as handle:
+        return handle.read()
 
 
 def run(ctx: StepContext) -> None:
     name = ctx.param("model_name", kind=str)
-    if not name:
-        raise StepError("param 'model_name' is empty")
+    if not name or "/" in name:
+        raise StepError(f"param 'model_name': {name!r} must be a non-empty name without '/'")
     evaluation = ctx.read_json("metrics")
-    with ctx.open_input("model") as handle:
-        model_bytes = handle.read()
-    ctx.write_bytes("model", model_bytes)
-    ctx.write_text("model_card", model_card(name, evaluation, ctx.inputs))
-    ctx.metrics.update(model_bytes=len(model_bytes))
+    model_bytes = _read_bytes(ctx, "model")
+    leaderboard = ctx.read_json("leaderboard") if "leaderboard" in ctx.inputs else None
+    plot = _read_bytes(ctx, "plot") if "plot" in ctx.inputs else None
+    transformer = _read_bytes(ctx, "transformer") if "transformer" in ctx.inputs else None
+    if "model" in ctx.outputs:
+        ctx.write_bytes("model", model_bytes)
+    if "registration" not in ctx.outputs:
+        ctx.write_text("model_card", model_card(name, evaluation, ctx.inputs, leaderboard=leaderboard))
+        ctx.metrics.update(model_bytes=len(model_bytes))
+        return
+
+    base = ctx.param("registry", "", kind=str) or ctx.shared_uri("models")
+    base = f"{base.rstrip('/')}/{name}"
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    wanted = ctx.params.get("version") or ""  # unset, null or "": the next number
+    if not isinstance(wanted, str | int):
+        raise StepError(f"param 'version' must be a string or an integer, got {wanted!r}")
+    current = registry.read_current(base, ctx.storage_options)
+    if not wanted and current and current.get("model_sha256") == digest:
+        version, registered = current["version"], False
+        card_text = model_card(name, evaluation, ctx.inputs, version, leaderboard, PLOT_FILE if plot else None)
+    else:
+        version = str(wanted) if wanted else registry.next_version(base, ctx.storage_options)
+        card_text = model_card(name, evaluation, ctx.inputs, version, leaderboard, PLOT_FILE if plot else None)
+        files = {
+            "model.joblib": model_bytes,
+            "MODEL_CARD.md": card_text.encode(),
+            "metrics.json": json.dumps(evaluation, indent=2, sort_keys=True).encode(),
+        }
+        if transformer is not None:
+            files["transformer.joblib"] = transformer
+        if plot is not None:
+            files[PLOT_FILE] = plot
+        if leaderboard is not None:
+            files["leaderboard.json"] = json.dumps(leaderboard, indent=2, sort_keys=True).encode()
+        metadata = {
+            "name": name,
+            "model_sha256": digest,
+            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scores": evaluation.get("scores", {}),
+            "champion": (leaderboard or {}).get("champion", {}).get("candidate"),
+            "source_prefix": ctx.prefix,
+        }
+        registry.publish_version(base, version, files, metadata, ctx.storage_options)
+        registry.set_current(base, version, ctx.storage_options)  # only once the version is complete
+        registered = True
+    ctx.write_text("model_card", card_text)
+    ctx.write_json(
+        "registration",
+        {"name": name, "version": version, "uri": f"{base}/{version}", "current": True, "registered": registered},
+    )
+    ctx.metrics.update(model_bytes=len(model_bytes), version=version, registered=int(registered))

@@ -1,4 +1,9 @@
-"""train: fit a scikit-learn estimator chosen by name from a registry (easy to extend)."""
+"""train: fit a scikit-learn estimator chosen by name from a registry (easy to extend).
+
+With an ``evaluation`` output (and a ``test`` input) it also scores the model on held-out data and writes
+one grid candidate's evaluation (what the ``champion`` step compares): the training pipeline maps this step
+over a grid of algorithms × hyperparameters.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +55,26 @@ def run(ctx: StepContext) -> None:
         model.fit(x, y)
     except ValueError as exc:
         raise StepError(f"training failed: {exc}") from None
-    ctx.write_joblib("model", model)
+    model_uri = ctx.write_joblib("model", model)
+    if "evaluation" in ctx.outputs:
+        from sluice_steps.evaluate import score
+
+        test = ctx.read_parquet("test")
+        if target not in test.columns:
+            raise StepError(f"input 'test': target column {target!r} is missing")
+        scores = score(model, test.drop(columns=[target]), test[target])
+        ctx.write_json(
+            "evaluation",
+            {
+                "candidate": ctx.param("candidate", ctx.params["algorithm"], kind=str),
+                "algorithm": ctx.params["algorithm"],
+                "hyperparams": ctx.param("hyperparams", {}, kind=dict),
+                "model": model_uri,
+                "scores": scores,
+                "test_rows": len(test),
+            },
+        )
+        ctx.metrics.update({f"test_{name}": value for name, value in scores.items()})
     ctx.metrics.update(
         train_rows=len(frame),
         fit_seconds=round(time.perf_counter() - started, 4),
