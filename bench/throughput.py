@@ -1,0 +1,294 @@
+"""Celery scheduling throughput, task latency and component memory: stock Airflow 3.3 vs Sluice's tuning.
+
+Both configurations run in one invocation, one after the other, each on its own fresh local stack (own
+database, own throwaway Redis, same pool: one worker, concurrency 8), so the ratio compares like with like
+on this noisy machine. Tasks are Python no-ops (EmptyOperator never reaches a worker). Throughput is tasks
+divided by the time from the trigger to the last task's end; latency comes from the task-instance
+timestamps (queued→running and scheduled→running). Memory is the PSS of each component's process tree.
+
+    python bench/throughput.py --tasks 200 1000 --json bench/results/throughput.json --plots docs/img
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+from sluice.stack.api import AirflowApi
+from sluice.stack.config import TUNING_NAMES, StackConfig, tuning_settings
+from sluice.stack.local import LocalStack
+from sluice.stack.services import drop_database, free_port
+
+console = Console(width=170)
+MANY_DAGS = 20
+PLATFORM = """\
+executor: CeleryExecutor
+launcher: {type: local}
+artifacts: {root: /tmp/sluice-bench-artifacts}
+profiles: {default: {cpu: "1", memory: 1Gi}}
+pools:
+  - name: default
+    queues: [default]
+    concurrency: 8
+    autoscaling: {enabled: false}
+"""
+DAG_FILE = """\
+from datetime import datetime
+from airflow.sdk import DAG, task
+
+for index in range({dags}):
+    with DAG(f"{prefix}_{{index}}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
+             max_active_tasks={tasks_per_dag}) as dag:
+        @task
+        def noop():
+            pass
+
+        for number in range({tasks_per_dag}):
+            noop.override(task_id=f"noop_{{number}}")()
+    globals()[dag.dag_id] = dag
+"""
+
+
+CHAIN_FILE = """\
+from datetime import datetime
+from airflow.sdk import DAG, chain, task
+
+with DAG("chain_{length}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    @task
+    def noop():
+        pass
+
+    chain(*[noop.override(task_id=f"noop_{{number}}")() for number in range({length})])
+"""
+CHAIN = 20
+LATENCY_WORKLOAD = f"{CHAIN} tasks in a chain"
+
+
+def write_dags(folder: Path, sizes: list[int]) -> dict[str, list[str]]:
+    """A chain (latency with no contention); one DAG with N tasks and MANY_DAGS DAGs of N/MANY_DAGS, for every N."""
+    (folder / "bench_chain.py").write_text(CHAIN_FILE.format(length=CHAIN))
+    workloads = {LATENCY_WORKLOAD: [f"chain_{CHAIN}"]}
+    for size in sizes:
+        one, many = f"one_{size}", f"many_{size}"
+        (folder / f"bench_{one}.py").write_text(DAG_FILE.format(dags=1, prefix=one, tasks_per_dag=size))
+        (folder / f"bench_{many}.py").write_text(
+            DAG_FILE.format(dags=MANY_DAGS, prefix=many, tasks_per_dag=size // MANY_DAGS)
+        )
+        workloads[f"{size} tasks, 1 DAG"] = [f"{one}_0"]
+        workloads[f"{size} tasks, {MANY_DAGS} DAGs"] = [f"{many}_{i}" for i in range(MANY_DAGS)]
+    return workloads
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_workload(api: AirflowApi, engine: Any, dag_ids: list[str]) -> dict[str, float]:
+    started = time.time()
+    runs = [(dag_id, api.trigger(dag_id)) for dag_id in dag_ids]
+    for dag_id, run_id in runs:
+        state = api.wait_for_run(dag_id, run_id, timeout=3600)["state"]
+        if state != "success":
+            raise RuntimeError(f"{dag_id} {run_id} ended {state}")
+    query = sa.text(
+        "SELECT EXTRACT(EPOCH FROM start_date - queued_dttm), EXTRACT(EPOCH FROM start_date - scheduled_dttm),"
+        " EXTRACT(EPOCH FROM end_date) FROM task_instance WHERE dag_id = ANY(:dags) AND run_id = ANY(:runs)"
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query, {"dags": dag_ids, "runs": [r for _, r in runs]}).all()
+    queued = [float(r[0]) for r in rows]
+    scheduled = [float(r[1]) for r in rows]
+    wall = max(float(r[2]) for r in rows) - started
+    return {
+        "tasks": len(rows),
+        "seconds": round(wall, 1),
+        "tasks_per_s": round(len(rows) / wall, 2),
+        "queued_to_running_p50": round(percentile(queued, 0.5), 2),
+        "queued_to_running_p95": round(percentile(queued, 0.95), 2),
+        "scheduled_to_running_p50": round(percentile(scheduled, 0.5), 2),
+        "scheduled_to_running_p95": round(percentile(scheduled, 0.95), 2),
+    }
+
+
+def per_component(stack: LocalStack, measure: Callable[[psutil.Process], float], by: str) -> dict[str, float]:
+    """``measure`` summed over each component's process tree, keyed by the component's ``by`` attribute."""
+    out: dict[str, float] = {}
+    for proc in stack.state().procs:
+        live = proc.process()
+        if live is None:
+            continue
+        for member in [live, *live.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                out[getattr(proc, by)] = out.get(getattr(proc, by), 0.0) + measure(member)
+    return out
+
+
+def cpu_seconds(stack: LocalStack) -> dict[str, float]:
+    """CPU time so far per kind of component (a task process's time reaches its supervisor when it exits)."""
+
+    def used(member: psutil.Process) -> float:
+        times = member.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    return per_component(stack, used, "kind")
+
+
+def pss_mb(stack: LocalStack) -> dict[str, float]:
+    """PSS of each component with its children (a Celery worker's pool processes count as the worker)."""
+    pss = per_component(stack, lambda member: member.memory_full_info().pss, "name")
+    return {name: round(value / 2**20, 1) for name, value in pss.items()}
+
+
+def bench_tuning(tuning: str, workloads: dict[str, list[str]], dags: Path, platform: Path, db: str) -> dict:
+    home = Path(tempfile.mkdtemp(prefix=f"sluice-bench-{tuning}-")) / "stack"
+    stack = LocalStack(home)
+    config = StackConfig(
+        db_url=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_{tuning}",
+        broker_url=f"redis://127.0.0.1:{free_port()}/0",  # a throwaway Redis of its own
+        dags_folder=str(dags),
+        platform_file=str(platform),
+        api_port=free_port(),
+        tuning=tuning,  # type: ignore[arg-type]
+    )
+    console.print(f"[bold]{tuning}[/]: starting a local stack ({tuning_settings(tuning) or 'Airflow defaults'})")
+    started = time.monotonic()
+    stack.up(config)
+    result: dict[str, Any] = {"up_seconds": round(time.monotonic() - started, 1), "workloads": {}}
+    engine = sa.create_engine(stack.state().config.db_url)
+    try:
+        api = AirflowApi(config.api_url, "admin", stack.secrets().admin_password)
+        for dag_ids in workloads.values():
+            for dag_id in dag_ids:
+                api.wait_for_dag(dag_id, timeout=300)
+                api.unpause(dag_id)
+        for name, dag_ids in workloads.items():
+            before = cpu_seconds(stack)
+            figures = run_workload(api, engine, dag_ids)
+            after = cpu_seconds(stack)
+            figures["cpu_ms_per_task"] = {
+                kind: round((after[kind] - before.get(kind, 0.0)) * 1000 / figures["tasks"]) for kind in after
+            }
+            latency = figures["queued_to_running_p50"]
+            console.print(f"  {name}: {figures['tasks_per_s']} tasks/s, p50 queued→running {latency} s")
+            result["workloads"][name] = figures
+        result["pss_mb"] = pss_mb(stack)
+    finally:
+        engine.dispose()
+        stack.down()
+        drop_database(stack.state().config.db_url)
+    return result
+
+
+def print_table(results: dict[str, dict]) -> None:
+    stock, tuned = results["stock"], results["sluice"]
+    table = Table(title="Celery throughput and latency: stock Airflow 3.3 vs Sluice (same run, same machine)")
+    for column in (
+        "workload",
+        "tasks/s stock",
+        "tasks/s sluice",
+        "ratio",
+        "queued→running p50/p95 stock",
+        "queued→running p50/p95 sluice",
+        "scheduled→running p50 stock",
+        "scheduled→running p50 sluice",
+    ):
+        table.add_column(column)
+    for name, s in stock["workloads"].items():
+        t = tuned["workloads"][name]
+        table.add_row(
+            name,
+            str(s["tasks_per_s"]),
+            str(t["tasks_per_s"]),
+            f"{t['tasks_per_s'] / s['tasks_per_s']:.2f}×",
+            f"{s['queued_to_running_p50']} / {s['queued_to_running_p95']} s",
+            f"{t['queued_to_running_p50']} / {t['queued_to_running_p95']} s",
+            f"{s['scheduled_to_running_p50']} s",
+            f"{t['scheduled_to_running_p50']} s",
+        )
+    console.print(table)
+    memory = Table(title="PSS per component after the runs (MB)")
+    for column in ("component", "stock", "sluice"):
+        memory.add_column(column)
+    for name in tuned["pss_mb"]:
+        memory.add_row(name, str(stock["pss_mb"].get(name, "-")), str(tuned["pss_mb"][name]))
+    console.print(memory)
+
+
+def plot(results: dict[str, dict], folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(results["stock"]["workloads"])
+    positions = range(len(names))
+    written = []
+    for metric, title, filename in (
+        ("tasks_per_s", "No-op task throughput (tasks/s, higher is better)", "throughput.png"),
+        ("queued_to_running_p50", "Queued→running p50 (s, lower is better)", "latency.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 4))
+        width = 0.38
+        for offset, tuning in ((-width / 2, "stock"), (width / 2, "sluice")):
+            values = [results[tuning]["workloads"][n][metric] for n in names]
+            bars = ax.bar([p + offset for p in positions], values, width, label=tuning)
+            ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        ax.set_xticks(list(positions), names, fontsize=8)
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        target = folder / filename
+        fig.savefig(target, dpi=110)
+        plt.close(fig)
+        written.append(target)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--tunings", nargs="+", default=["stock", "sluice"], choices=TUNING_NAMES)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plots", type=Path, help="folder for throughput.png and latency.png")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    dags, platform = work / "dags", work / "platform.yaml"
+    dags.mkdir()
+    platform.write_text(PLATFORM)
+    workloads = write_dags(dags, args.tasks)
+    db = f"sluice_bench_{int(time.time())}"
+    results = {tuning: bench_tuning(tuning, workloads, dags, platform, db) for tuning in args.tunings}
+    machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+    if {"stock", "sluice"} <= set(results):
+        print_table(results)
+        for name in results["stock"]["workloads"]:
+            tuned, stock = results["sluice"]["workloads"][name], results["stock"]["workloads"][name]
+            ratio = tuned["tasks_per_s"] / stock["tasks_per_s"]
+            results.setdefault("ratios", {})[name] = round(ratio, 2)
+        if args.plots:
+            for path in plot(results, args.plots):
+                console.print(f"plot: {path}")
+    results["machine"] = machine
+    results["median_ratio"] = round(statistics.median(results.get("ratios", {"-": 0}).values()), 2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+        console.print(f"figures: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
