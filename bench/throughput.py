@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 from sluice.stack.api import AirflowApi
-from sluice.stack.config import TUNING_NAMES, StackConfig, tuning_settings
+from sluice.stack.config import TUNING_KEYS, TUNING_NAMES, StackConfig, tuning_settings
 from sluice.stack.local import LocalStack
 from sluice.stack.services import drop_database, free_port
 
@@ -151,18 +151,33 @@ def pss_mb(stack: LocalStack) -> dict[str, float]:
     return {name: round(value / 2**20, 1) for name, value in pss.items()}
 
 
-def bench_tuning(tuning: str, workloads: dict[str, list[str]], dags: Path, platform: Path, db: str) -> dict:
+# Airflow's own value for each tuning key: ``--without KEY`` runs Sluice's tuning with just that key stock.
+STOCK_VALUES = {"minHeartbeatInterval": "5", "maxTisPerQuery": "16", "workerPreload": ""}
+
+
+def bench_tuning(
+    tuning: str,
+    workloads: dict[str, list[str]],
+    dags: Path,
+    platform: Path,
+    db: str,
+    without: str | None = None,
+) -> dict:
+    label = tuning if without is None else f"{tuning} without {without}"
+    overrides = {} if without is None else {TUNING_KEYS[without]: STOCK_VALUES[without]}
     home = Path(tempfile.mkdtemp(prefix=f"sluice-bench-{tuning}-")) / "stack"
     stack = LocalStack(home)
     config = StackConfig(
-        db_url=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_{tuning}",
+        db_url=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}_{tuning}_{without or 'all'}".lower(),
         broker_url=f"redis://127.0.0.1:{free_port()}/0",  # a throwaway Redis of its own
         dags_folder=str(dags),
         platform_file=str(platform),
         api_port=free_port(),
         tuning=tuning,  # type: ignore[arg-type]
+        airflow_env=overrides,
     )
-    console.print(f"[bold]{tuning}[/]: starting a local stack ({tuning_settings(tuning) or 'Airflow defaults'})")
+    settings = tuning_settings(tuning) | overrides
+    console.print(f"[bold]{label}[/]: starting a local stack ({settings or 'Airflow defaults'})")
     started = time.monotonic()
     stack.up(config)
     result: dict[str, Any] = {"up_seconds": round(time.monotonic() - started, 1), "workloads": {}}
@@ -226,6 +241,21 @@ def print_table(results: dict[str, dict]) -> None:
     console.print(memory)
 
 
+def print_ablations(tuned: dict, ablations: dict[str, dict]) -> None:
+    table = Table(title="What each tuning key is worth: Sluice's tuning with one key at Airflow's value (tasks/s)")
+    table.add_column("workload")
+    table.add_column("sluice")
+    for key in ablations:
+        table.add_column(f"without {key}")
+    for name, figures in tuned["workloads"].items():
+        cells = [str(figures["tasks_per_s"])]
+        for result in ablations.values():
+            other = result["workloads"][name]["tasks_per_s"]
+            cells.append(f"{other} ({figures['tasks_per_s'] / other:.2f}× with)")
+        table.add_row(name, *cells)
+    console.print(table)
+
+
 def plot(results: dict[str, dict], folder: Path) -> list[Path]:
     import matplotlib
 
@@ -261,6 +291,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--tunings", nargs="+", default=["stock", "sluice"], choices=TUNING_NAMES)
+    parser.add_argument(
+        "--without",
+        nargs="*",
+        default=[],
+        choices=sorted(STOCK_VALUES),
+        help="also run Sluice's tuning with this one key at Airflow's value (what each key is worth)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plots", type=Path, help="folder for throughput.png and latency.png")
     args = parser.parse_args()
@@ -272,6 +309,7 @@ def main() -> None:
     workloads = write_dags(dags, args.tasks)
     db = f"sluice_bench_{int(time.time())}"
     results = {tuning: bench_tuning(tuning, workloads, dags, platform, db) for tuning in args.tunings}
+    ablations = {key: bench_tuning("sluice", workloads, dags, platform, db, without=key) for key in args.without}
     machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
     if {"stock", "sluice"} <= set(results):
         print_table(results)
@@ -279,6 +317,9 @@ def main() -> None:
             tuned, stock = results["sluice"]["workloads"][name], results["stock"]["workloads"][name]
             ratio = tuned["tasks_per_s"] / stock["tasks_per_s"]
             results.setdefault("ratios", {})[name] = round(ratio, 2)
+        if ablations:
+            print_ablations(results["sluice"], ablations)
+            results["without"] = ablations
         if args.plots:
             for path in plot(results, args.plots):
                 console.print(f"plot: {path}")

@@ -47,5 +47,31 @@ def test_every_airflow_container_gets_the_measured_tuning() -> None:
 def test_the_local_stacks_sluice_tuning_is_the_charts() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())["tuning"]
     settings = tuning_settings("sluice")
-    assert {key: int(settings[env]) for key, env in TUNING_KEYS.items()} == values
+    assert int(settings["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"]) == values["minHeartbeatInterval"]
+    assert int(settings["AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY"]) == values["maxTisPerQuery"]
+    assert settings["SLUICE_WORKER_PRELOAD"].split(",") == values["workerPreload"]
+    assert set(TUNING_KEYS) == set(values)
     assert tuning_settings("stock") == {}
+
+
+def test_workers_preload_the_kubernetes_launcher_when_steps_run_as_pods() -> None:
+    preload = {env["SLUICE_WORKER_PRELOAD"] for env in airflow_envs(render_chart({}))}
+    assert len(preload) == 1
+    modules = preload.pop().split(",")
+    assert "sluice.operators" in modules
+    assert modules[-2:] == ["sluice.launchers.kubernetes", "airflow.providers.cncf.kubernetes.operators.pod"]
+
+
+def test_local_launcher_workers_do_not_load_the_kubernetes_client() -> None:
+    for env in airflow_envs(render_chart({"launcher": {"type": "local"}})):
+        assert "kubernetes" not in env["SLUICE_WORKER_PRELOAD"]
+
+
+def test_an_empty_preload_list_turns_preloading_off() -> None:
+    for env in airflow_envs(render_chart({"tuning": {"workerPreload": []}})):
+        assert env["SLUICE_WORKER_PRELOAD"] == ""
+
+
+def test_a_preload_entry_that_is_not_a_module_name_is_refused() -> None:
+    with pytest.raises(RenderError, match="workerPreload"):
+        render_chart({"tuning": {"workerPreload": ["sluice operators"]}}, show_only=["templates/scheduler.yaml"])

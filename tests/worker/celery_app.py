@@ -6,7 +6,10 @@ sees what ran, and what still waits is read from the broker's queue itself.
 
 from __future__ import annotations
 
+import gc
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -26,3 +29,10 @@ def sleep_task(name: str, seconds: float, markers: str) -> str:
     time.sleep(seconds)
     (folder / f"{name}.done").touch()
     return name
+
+
+@app.task(name="report_modules")
+def report_modules(names: list[str], out: str) -> None:
+    """What this task's process found already loaded when it started: inherited from the worker or not."""
+    report = {"loaded": {name: name in sys.modules for name in names}, "frozen": gc.get_freeze_count()}
+    Path(out).write_text(json.dumps(report))

@@ -8,33 +8,17 @@ the kind suite checks the same against a real API server.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import redis
-from pytest_redis import factories
 from sluice.worker.deletion_cost import ANNOTATION, DeletionCostKeeper
 
-HERE = Path(__file__).parent
-redis_server = factories.redis_proc(port=None)
-BOUND = 60  # seconds any wait below may take before the test fails
-
-
-def wait_for(predicate, what: str, timeout: float = BOUND) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from tests.worker.harness import BOUND, send, start_worker, stop, wait_for
 
 
 class StubKubernetesApi(ThreadingHTTPServer):
@@ -83,64 +67,6 @@ def kube_api(tmp_path: Path) -> Iterator[tuple[StubKubernetesApi, Path]]:
     )
     yield server, kubeconfig
     server.shutdown()
-
-
-@pytest.fixture
-def redis_url(redis_server) -> str:
-    return f"redis://{redis_server.host}:{redis_server.port}/0"
-
-
-def start_worker(redis_url: str, tmp_path: Path, concurrency: int, kubeconfig: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "SLUICE_TEST_REDIS": redis_url, "PYTHONPATH": str(HERE)}
-    if kubeconfig:
-        env |= {
-            "KUBECONFIG": str(kubeconfig),
-            "POD_NAME": "worker-0",
-            "POD_NAMESPACE": "ml",
-            "SLUICE_POD_DELETION_COST_INTERVAL": "0.1",
-        }
-    log = (tmp_path / "worker.log").open("w")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "celery_app",
-            "worker",
-            "--pool",
-            "prefork",
-            "-c",
-            str(concurrency),
-            "-Q",
-            "default",
-            "-n",
-            f"w{os.getpid()}@%h",
-            "--loglevel",
-            "INFO",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=HERE,
-    )
-
-
-def send(redis_url: str, name: str, seconds: float, markers: Path):
-    os.environ["SLUICE_TEST_REDIS"] = redis_url
-    sys.path.insert(0, str(HERE))
-    try:
-        import celery_app
-    finally:
-        sys.path.remove(str(HERE))
-    celery_app.app.conf.broker_url = redis_url
-    return celery_app.sleep_task.apply_async((name, seconds, str(markers)), queue="default")
-
-
-def stop(worker: subprocess.Popen) -> None:
-    if worker.poll() is None:
-        worker.kill()
-        worker.wait()
 
 
 def test_sigterm_lets_the_running_task_finish_and_takes_no_new_one(redis_url: str, tmp_path: Path) -> None:

@@ -82,6 +82,13 @@ capabilities:
   value: {{ .Values.tuning.minHeartbeatInterval | quote }}
 - name: AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY
   value: {{ .Values.tuning.maxTisPerQuery | quote }}
+- name: SLUICE_WORKER_PRELOAD
+  {{- /* Steps as pods: the provider's pod machinery (~2,000 modules) is loaded once per worker, not per task. */}}
+  {{- $preload := .Values.tuning.workerPreload }}
+  {{- if and $preload (eq .Values.launcher.type "kubernetes") }}
+  {{- $preload = concat $preload (list "sluice.launchers.kubernetes" "airflow.providers.cncf.kubernetes.operators.pod") | uniq }}
+  {{- end }}
+  value: {{ join "," $preload | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE
   value: {{ .Release.Namespace | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE

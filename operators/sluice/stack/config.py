@@ -38,6 +38,7 @@ def recovery_settings() -> dict[str, str]:
 TUNING_KEYS = {
     "minHeartbeatInterval": "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL",
     "maxTisPerQuery": "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY",
+    "workerPreload": "SLUICE_WORKER_PRELOAD",  # a list, joined with commas (sluice.worker.preload)
 }
 TUNING_NAMES = ("stock", "sluice")
 
@@ -47,7 +48,11 @@ def tuning_settings(tuning: str) -> dict[str, str]:
     if tuning == "stock":
         return {}
     values = yaml.safe_load(chart_values_file().read_text())["tuning"]
-    return {env: str(values[key]) for key, env in TUNING_KEYS.items()}
+    return {env: _env_value(values[key]) for key, env in TUNING_KEYS.items()}
+
+
+def _env_value(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 class StackConfig(BaseModel):

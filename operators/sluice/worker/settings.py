@@ -10,4 +10,6 @@ from typing import Any
 SLUICE_WORKER_SETTINGS: dict[str, Any] = {
     "task_acks_late": True,
     "worker_prefetch_multiplier": 1,
+    # Runs in the worker's main process before the pool forks (see sluice.worker.preload).
+    "imports": ("sluice.worker.preload",),
 }
