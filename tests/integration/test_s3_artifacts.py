@@ -21,14 +21,7 @@ BUCKET = "sluice-artifacts"
 
 
 @pytest.fixture
-def s3_root(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> str:
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+def s3_root(s3_env: str, monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> str:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     monkeypatch.setenv("SLUICE_ARTIFACT_ROOT", f"s3://{BUCKET}/runs")
     return f"s3://{BUCKET}/runs"

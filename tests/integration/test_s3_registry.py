@@ -23,16 +23,9 @@ FILES = {"model.joblib": b"model-v1", "MODEL_CARD.md": b"# card", "metrics.json"
 
 
 @pytest.fixture
-def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def bucket(s3_env: str) -> Iterator[str]:
     """A fresh bucket per test. fsspec reuses S3FileSystem instances (bound to the endpoint they were made
     with), so the instance cache is cleared on both sides: no instance from another module's server."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
     s3fs.S3FileSystem.clear_instance_cache()
     name = f"registry-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
