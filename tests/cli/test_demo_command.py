@@ -10,22 +10,23 @@ from pathlib import Path
 import pytest
 
 
+def run_demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
+    env |= {"SLUICE_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "sluice"), "demo", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
+    """One home for the module: later tests see what earlier demos registered."""
     home = tmp_path_factory.mktemp("demo-home")
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
-        env |= {"SLUICE_HOME": str(home), "COLUMNS": "200"}
-        return subprocess.run(
-            [str(Path(sys.executable).parent / "sluice"), "demo", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
-
-    return run
+    return lambda *args: run_demo(home, *args)
 
 
 def test_demo_runs_the_pipeline_and_prints_states_metrics_and_artifacts(demo) -> None:
@@ -47,15 +48,7 @@ def test_demo_runs_batch_scoring_by_name_with_the_model_just_registered(demo) ->
 
 
 def test_demo_of_batch_scoring_without_a_model_names_the_fix(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
-    env |= {"SLUICE_HOME": str(tmp_path), "COLUMNS": "200"}
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "sluice"), "demo", "batch_scoring"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    result = run_demo(tmp_path, "batch_scoring")
     assert result.returncode == 2
     assert "has none yet: run `sluice demo ml_training_pipeline` first" in result.stdout
 

@@ -5,6 +5,7 @@ A real prefork Celery worker with Sluice's worker settings (Celery's ``imports``
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -55,8 +56,6 @@ def test_the_preload_list_is_read_from_comma_separated_names(value: str, modules
 
 
 def test_an_empty_list_imports_nothing_and_freezes_nothing() -> None:
-    import gc
-
     before = gc.get_freeze_count()
     preload([])
     assert gc.get_freeze_count() == before

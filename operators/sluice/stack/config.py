@@ -29,9 +29,19 @@ LOCAL_CHECK_INTERVALS = {
 }
 
 
+def chart_settings(section: str, keys: dict[str, str]) -> dict[str, str]:
+    """The chart's default ``section`` values as the environment variables ``keys`` maps them to (lists
+    joined with commas), so the local stack runs with what the chart renders."""
+    values = yaml.safe_load(chart_values_file().read_text())[section]
+    return {env: _env_value(values[key]) for key, env in keys.items()}
+
+
+def _env_value(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def recovery_settings() -> dict[str, str]:
-    values = yaml.safe_load(chart_values_file().read_text())["recovery"]
-    return {env: str(values[key]) for key, env in RECOVERY_KEYS.items()} | LOCAL_CHECK_INTERVALS
+    return chart_settings("recovery", RECOVERY_KEYS) | LOCAL_CHECK_INTERVALS
 
 
 # The chart's ``tuning`` values → Airflow settings (measured in bench/throughput.py; docs/performance.md).
@@ -47,12 +57,7 @@ def tuning_settings(tuning: str) -> dict[str, str]:
     """ "stock" leaves Airflow's defaults; "sluice" applies the chart's measured ``tuning`` values."""
     if tuning == "stock":
         return {}
-    values = yaml.safe_load(chart_values_file().read_text())["tuning"]
-    return {env: _env_value(values[key]) for key, env in TUNING_KEYS.items()}
-
-
-def _env_value(value: object) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return chart_settings("tuning", TUNING_KEYS)
 
 
 class StackConfig(BaseModel):
