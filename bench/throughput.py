@@ -152,7 +152,13 @@ def pss_mb(stack: LocalStack) -> dict[str, float]:
 
 
 # Airflow's own value for each tuning key: ``--without KEY`` runs Sluice's tuning with just that key stock.
-STOCK_VALUES = {"minHeartbeatInterval": "5", "maxTisPerQuery": "16", "workerPreload": ""}
+STOCK_VALUES = {
+    "minHeartbeatInterval": "5",
+    "maxTisPerQuery": "16",
+    "workerPreload": "",
+    "workerDagCache": "false",
+    "workerExitWakeup": "false",
+}
 
 
 def bench_tuning(
@@ -317,12 +323,12 @@ def main() -> None:
             tuned, stock = results["sluice"]["workloads"][name], results["stock"]["workloads"][name]
             ratio = tuned["tasks_per_s"] / stock["tasks_per_s"]
             results.setdefault("ratios", {})[name] = round(ratio, 2)
-        if ablations:
-            print_ablations(results["sluice"], ablations)
-            results["without"] = ablations
         if args.plots:
             for path in plot(results, args.plots):
                 console.print(f"plot: {path}")
+    if ablations and "sluice" in results:
+        print_ablations(results["sluice"], ablations)
+        results["without"] = ablations
     results["machine"] = machine
     results["median_ratio"] = round(statistics.median(results.get("ratios", {"-": 0}).values()), 2)
     if args.json:

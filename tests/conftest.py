@@ -6,6 +6,7 @@ The environment must be set before anything imports Airflow, hence at conftest i
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from sluice import embedded  # noqa: E402
 os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"  # task logs are asserted on
 embedded.configure(home=_SESSION_HOME, dags_folder=REPO / "dags")
 os.environ["SLUICE_DEMO_DATA"] = str(_SESSION_HOME / "demo-data")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)  # the session's Airflow home: nothing in it outlives the run
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from sluice.stack.config import RECOVERY_KEYS, TUNING_KEYS, recovery_settings, tuning_settings
+from sluice.worker import dag_cache, exit_wakeup
 
 from tests.chart.render import CHART, RenderError, containers, env_of, pod_specs, render_chart
 
@@ -40,7 +41,7 @@ def test_a_zero_timeout_is_refused_naming_the_field(key: str) -> None:
 
 def test_every_airflow_container_gets_the_measured_tuning() -> None:
     for env in airflow_envs(render_chart({})):
-        assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
+        assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "5"
         assert env["AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY"] == "0"
 
 
@@ -50,6 +51,9 @@ def test_the_local_stacks_sluice_tuning_is_the_charts() -> None:
     assert int(settings["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"]) == values["minHeartbeatInterval"]
     assert int(settings["AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY"]) == values["maxTisPerQuery"]
     assert settings["SLUICE_WORKER_PRELOAD"].split(",") == values["workerPreload"]
+    assert settings[dag_cache.ENV] == settings[exit_wakeup.ENV] == "true", "as the chart renders them"
+    assert dag_cache.enabled(settings[dag_cache.ENV]) is values["workerDagCache"] is True
+    assert exit_wakeup.enabled(settings[exit_wakeup.ENV]) is values["workerExitWakeup"] is True
     assert set(TUNING_KEYS) == set(values)
     assert tuning_settings("stock") == {}
 
@@ -75,3 +79,20 @@ def test_an_empty_preload_list_turns_preloading_off() -> None:
 def test_a_preload_entry_that_is_not_a_module_name_is_refused() -> None:
     with pytest.raises(RenderError, match="workerPreload"):
         render_chart({"tuning": {"workerPreload": ["sluice operators"]}}, show_only=["templates/scheduler.yaml"])
+
+
+WORKER_SWITCHES = [("workerDagCache", dag_cache.ENV), ("workerExitWakeup", exit_wakeup.ENV)]
+
+
+@pytest.mark.parametrize(("key", "env_name"), WORKER_SWITCHES)
+@pytest.mark.parametrize("value", [True, False])
+def test_a_worker_switch_reaches_every_airflow_container(key: str, env_name: str, value: bool) -> None:
+    envs = list(airflow_envs(render_chart({"tuning": {key: value}})))
+    assert envs
+    assert {env[env_name] for env in envs} == {str(value).lower()}
+
+
+@pytest.mark.parametrize(("key", "env_name"), WORKER_SWITCHES)
+def test_a_worker_switch_that_is_not_a_boolean_is_refused(key: str, env_name: str) -> None:
+    with pytest.raises(RenderError, match=key):
+        render_chart({"tuning": {key: "sometimes"}}, show_only=["templates/scheduler.yaml"])

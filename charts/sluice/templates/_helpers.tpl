@@ -89,6 +89,10 @@ capabilities:
   {{- $preload = concat $preload (list "sluice.launchers.kubernetes" "airflow.providers.cncf.kubernetes.operators.pod") | uniq }}
   {{- end }}
   value: {{ join "," $preload | quote }}
+- name: SLUICE_WORKER_DAG_CACHE
+  value: {{ .Values.tuning.workerDagCache | quote }}
+- name: SLUICE_WORKER_EXIT_WAKEUP
+  value: {{ .Values.tuning.workerExitWakeup | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE
   value: {{ .Release.Namespace | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE

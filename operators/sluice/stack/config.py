@@ -37,7 +37,10 @@ def chart_settings(section: str, keys: dict[str, str]) -> dict[str, str]:
 
 
 def _env_value(value: object) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    """As Helm renders it: lists joined with commas, booleans lower-case."""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def recovery_settings() -> dict[str, str]:
@@ -49,6 +52,8 @@ TUNING_KEYS = {
     "minHeartbeatInterval": "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL",
     "maxTisPerQuery": "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY",
     "workerPreload": "SLUICE_WORKER_PRELOAD",  # a list, joined with commas (sluice.worker.preload)
+    "workerDagCache": "SLUICE_WORKER_DAG_CACHE",  # sluice.worker.dag_cache
+    "workerExitWakeup": "SLUICE_WORKER_EXIT_WAKEUP",  # sluice.worker.exit_wakeup
 }
 TUNING_NAMES = ("stock", "sluice")
 

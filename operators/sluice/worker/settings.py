@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 # Airflow's defaults match today; pinned so a changed default upstream cannot make scale-in lossy:
@@ -10,6 +11,16 @@ from typing import Any
 SLUICE_WORKER_SETTINGS: dict[str, Any] = {
     "task_acks_late": True,
     "worker_prefetch_multiplier": 1,
-    # Runs in the worker's main process before the pool forks (see sluice.worker.preload).
-    "imports": ("sluice.worker.preload",),
+    # Run in the worker's main process before the pool forks (see each module).
+    "imports": ("sluice.worker.preload", "sluice.worker.dag_cache", "sluice.worker.exit_wakeup"),
 }
+
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
+def env_flag(env: str, chart_value: str, value: str | None = None) -> bool:
+    """A boolean worker setting from the environment (``value`` instead, when given); unset is off."""
+    raw = (os.environ.get(env, "") if value is None else value).strip().lower()
+    if raw not in TRUE | FALSE:
+        raise ValueError(f"{env}={raw!r} is neither true nor false; set the chart's {chart_value} to a boolean")
+    return raw in TRUE

@@ -86,6 +86,20 @@ def test_every_task_ran_on_a_worker_of_the_pool_serving_its_queue(
     assert pools_used == {"default", "highmem"}
 
 
+def test_every_task_took_its_dag_from_its_workers_parse(
+    local_stack: Running, pipeline_run: tuple[str, dict, LoadSampler]
+) -> None:
+    """tuning.workerDagCache: the task processes reuse their pool process's parse of the unchanged file."""
+    run_id, _, _ = pipeline_run
+    run_logs = local_stack.stack.home / "logs" / "airflow" / "dag_id=ml_training_pipeline" / f"run_id={run_id}"
+    logs = sorted(run_logs.rglob("attempt=*.log"))
+    assert len(logs) >= 12, f"expected the run's task logs under {run_logs}"
+    parsed_again = [
+        str(log.relative_to(run_logs)) for log in logs if "taken from the worker's parse" not in log.read_text()
+    ]
+    assert not parsed_again
+
+
 def test_scaling_query_counts_each_pool_mid_run_and_zero_after(
     local_stack: Running, pipeline_run: tuple[str, dict, LoadSampler]
 ) -> None:

@@ -1,0 +1,283 @@
+"""Let the tasks a Celery pool process runs from one DAG file share one parse of that file.
+
+Stock Airflow parses the task's DAG file in every task process, so every task pays for building every
+operator of its file (1,000 operators: ~0.2 s of CPU per task on the bench machine). With the cache on
+(``SLUICE_WORKER_DAG_CACHE``, the chart's ``tuning.workerDagCache``) the pool process parses the file just
+before Airflow forks the task process from it (Celery's ``task_prerun``), and the task process takes its
+DAG from the copy it inherits: its own changes stay in its own copy-on-write pages. A parse is reused only
+while a fresh one could not differ in ways stock Airflow would show:
+
+- the DAG file and every module it imported from the bundle are unchanged (mtime, size, inode);
+- it is younger than ``[dag_processor] min_file_process_interval`` when the task starts, the age the
+  scheduler's own copy of a DAG may have (top-level code that reads the clock or other files is no staler
+  than that); the task process takes the parse its pool process checked for it, however long the fork took;
+- the file's top-level code asked for no Variable or Connection (those files parse in every task);
+- the bundle is the unversioned local DAG folder.
+
+Anything else, and any error here, leaves the task process to Airflow's own parse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sluice.worker.settings import env_flag
+
+log = logging.getLogger(__name__)
+
+ENV = "SLUICE_WORKER_DAG_CACHE"
+MAX_PARSES = 16  # distinct parses per pool process, least recently used out first
+# Airflow's parsing context (airflow.sdk.definitions.context), which the task process sets around its parse.
+PARSING_DAG_ID = "_AIRFLOW_PARSING_CONTEXT_DAG_ID"
+PARSING_TASK_ID = "_AIRFLOW_PARSING_CONTEXT_TASK_ID"
+# What a DAG file's top-level code reaches the API server through (airflow.sdk.execution_time.context).
+RUNTIME_CALLS = (
+    "_get_variable",
+    "_get_variable_keys",
+    "_set_variable",
+    "_delete_variable",
+    "_get_connection",
+    "_async_get_connection",
+)
+
+Stat = tuple[int, int, int]
+
+
+def enabled(value: str | None = None) -> bool:
+    return env_flag(ENV, "tuning.workerDagCache", value)
+
+
+def _stat(path: str) -> Stat:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return (-1, -1, -1)
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
+
+
+@dataclass
+class Parse:
+    bag: Any  # Airflow's BundleDagBag, parsed in the pool process
+    modules: dict[str, ModuleType]  # what it imported from the bundle (kept out of the pool's sys.modules)
+    files: dict[str, Stat]  # the DAG file and those modules' files, as they were when parsed
+    parsed_at: float
+    reusable: bool  # False: the DAG is not in the file, the file failed, or it asked for Variables/Connections
+
+    def unchanged(self) -> bool:
+        return all(_stat(path) == stat for path, stat in self.files.items())
+
+    def current(self, max_age: float) -> bool:
+        return time.monotonic() - self.parsed_at < max_age and self.unchanged()
+
+
+_parses: OrderedDict[tuple[str, str], Parse] = OrderedDict()
+# The (file, DAG) pair and parse prepare() checked for the task about to start: the one its task process
+# may take. Judged at the task's start only, so a parse that turns 30 s old during the fork still counts.
+_ready: tuple[tuple[str, str], Parse] | None = None
+_preparing = threading.Lock()  # prefork pool processes run one task at a time; a threads pool would not
+_bundle_paths: dict[str, str | None] = {}
+_original: type | None = None  # Airflow's BundleDagBag, once install() has put the caching one in its place
+_max_age = 30.0
+
+
+def bundle_modules(bundle_path: str) -> dict[str, ModuleType]:
+    root = os.path.join(bundle_path, "")
+    return {
+        name: module
+        for name, module in list(sys.modules.items())
+        if isinstance(getattr(module, "__file__", None), str) and module.__file__.startswith(root)
+    }
+
+
+@contextmanager
+def _parsing_context(dag_id: str) -> Iterator[None]:
+    saved = {key: os.environ.pop(key, None) for key in (PARSING_DAG_ID, PARSING_TASK_ID)}
+    os.environ[PARSING_DAG_ID] = dag_id
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
+
+
+@contextmanager
+def _runtime_calls_refused() -> Iterator[list[str]]:
+    """Top-level code that asks for Variables or Connections marks its file as one to parse per task."""
+    from airflow.sdk.execution_time import context
+
+    asked: list[str] = []
+
+    def refusing(name: str):
+        def call(*args: Any, **kwargs: Any) -> Any:
+            asked.append(name)
+            raise RuntimeError(f"{name}() while the worker pre-parses the DAG file ({ENV}): parsed per task instead")
+
+        return call
+
+    saved = {name: getattr(context, name) for name in RUNTIME_CALLS if hasattr(context, name)}
+    for name in saved:
+        setattr(context, name, refusing(name))
+    try:
+        yield asked
+    finally:
+        for name, call in saved.items():
+            setattr(context, name, call)
+
+
+def parse(path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse:
+    assert _original is not None, "install() first"
+    for name in bundle_modules(bundle_path):
+        del sys.modules[name]  # the parse imports the bundle's modules afresh, so all of them are fingerprinted
+    files = {path: _stat(path)}
+    started = time.monotonic()
+    with _parsing_context(dag_id), _runtime_calls_refused() as asked:
+        bag = _original(
+            dag_folder=path,
+            safe_mode=False,
+            load_op_links=False,
+            bundle_path=Path(bundle_path),
+            bundle_name=bundle_name,
+        )
+    modules = bundle_modules(bundle_path)
+    for name, module in modules.items():
+        # The pool process itself keeps none of them: a task that parses for itself imports them fresh.
+        del sys.modules[name]
+        files.setdefault(module.__file__, _stat(module.__file__))
+    reusable = not asked and not bag.import_errors and dag_id in bag.dags
+    return Parse(bag, modules, files, started, reusable)
+
+
+def prepare(path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse:
+    """In the pool process, before the fork: make sure a current parse of ``path`` is there to inherit."""
+    global _ready
+    key = (path, dag_id)
+    _ready = None
+    known = _parses.get(key)
+    if known is not None and known.current(_max_age):
+        _parses.move_to_end(key)
+        _ready = (key, known)
+        return known
+    parsed = parse(path, dag_id, bundle_path, bundle_name)
+    for stale in [kept for kept, old in _parses.items() if kept[0] == path and not old.current(_max_age)]:
+        del _parses[stale]
+    # One parse serves every DAG the file built (a file that honours the parsing context builds only one).
+    for served in sorted(parsed.bag.dags) if parsed.reusable else [dag_id]:
+        _parses.pop((path, served), None)
+        _parses[(path, served)] = parsed
+    _parses.move_to_end(key)
+    while len({id(kept) for kept in _parses.values()}) > MAX_PARSES:
+        _parses.popitem(last=False)
+    _ready = (key, parsed)
+    return parsed
+
+
+def lookup(dag_folder: str | os.PathLike[str] | None) -> Any | None:
+    """In the task process: the parse prepared for this task, if it may be used instead of parsing again."""
+    dag_id = os.environ.get(PARSING_DAG_ID)
+    if dag_folder is None or dag_id is None or _ready is None:
+        return None
+    key, known = _ready
+    if key != (os.fspath(dag_folder), dag_id) or not known.reusable or not known.unchanged():
+        return None
+    sys.modules.update(known.modules)  # the task sees the very modules its DAG was built from
+    age = time.monotonic() - known.parsed_at
+    log.info("DAG %s taken from the worker's parse of %s (%.1f s old; %s)", dag_id, dag_folder, age, ENV)
+    return known.bag
+
+
+def workload_target(workload: str) -> tuple[str, str, str, str] | None:
+    """(DAG file, dag_id, bundle path, bundle name) of an ExecuteTask workload in the local DAG folder."""
+    try:
+        data = json.loads(workload)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("type") != "ExecuteTask":
+        return None
+    bundle = data.get("bundle_info") or {}
+    if bundle.get("version") is not None:
+        return None
+    bundle_path = _local_bundle_path(bundle.get("name"))
+    if bundle_path is None:
+        return None
+    return os.fspath(Path(bundle_path, data["dag_rel_path"])), data["ti"]["dag_id"], bundle_path, bundle["name"]
+
+
+def _local_bundle_path(name: str | None) -> str | None:
+    if name not in _bundle_paths:
+        from airflow.dag_processing.bundles.local import LocalDagBundle
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+        bundle = DagBundlesManager().get_bundle(name=name, version=None)
+        _bundle_paths[name] = os.fspath(bundle.path) if isinstance(bundle, LocalDagBundle) else None
+    return _bundle_paths[name]
+
+
+def _on_task_prerun(sender: Any = None, args: Any = None, **_: Any) -> None:
+    global _ready
+    if getattr(sender, "name", None) != "execute_workload" or not args:
+        return
+    _ready = None
+    try:
+        target = workload_target(args[0])
+        if target is not None:
+            with _preparing:
+                prepare(*target)
+    except Exception:  # the task process then parses for itself, as stock Airflow does
+        log.warning("%s: could not pre-parse the task's DAG file; the task parses it itself", ENV, exc_info=True)
+
+
+def install() -> bool:
+    """Put the caching BundleDagBag in Airflow's place and pre-parse before each task (if enabled)."""
+    global _original, _max_age
+    if not enabled() or _original is not None:
+        return _original is not None
+    from airflow.configuration import conf
+    from airflow.dag_processing import dagbag
+    from celery.signals import task_prerun
+
+    original = dagbag.BundleDagBag
+
+    class CachingBundleDagBag(original):  # type: ignore[misc, valid-type]
+        """Returns the inherited parse where it may be reused, else Airflow's own BundleDagBag."""
+
+        def __new__(cls, dag_folder: Any = None, *args: Any, **kwargs: Any) -> Any:
+            # Neither return value is an instance of this class, so Python does not run __init__ again.
+            inherited = lookup(dag_folder)
+            return inherited if inherited is not None else original(dag_folder, *args, **kwargs)
+
+    _original, _max_age = original, float(conf.getint("dag_processor", "min_file_process_interval", fallback=30))
+    dagbag.BundleDagBag = CachingBundleDagBag
+    task_prerun.connect(_on_task_prerun, weak=False)
+    return True
+
+
+def uninstall() -> None:
+    global _original, _ready
+    if _original is None:
+        return
+    from airflow.dag_processing import dagbag
+    from celery.signals import task_prerun
+
+    dagbag.BundleDagBag = _original
+    task_prerun.disconnect(_on_task_prerun)
+    _original = None
+    _parses.clear()
+    _ready = None
+    _bundle_paths.clear()
+
+
+install()
