@@ -215,7 +215,7 @@ def workload(
 ) -> str:
     bundle = {"name": "dags-folder", "version": version}
     ti = {"dag_id": "ml_training_pipeline", "task_id": "ingest"}
-    return json.dumps({"type": kind, "dag_rel_path": "ml_training_pipeline.py", "bundle_info": bundle, "ti": ti})
+    return json.dumps({"type": kind, "dag_rel_path": dag_rel_path, "bundle_info": bundle, "ti": ti})
 
 
 def test_a_task_workload_in_the_local_dag_folder_is_pre_parsed(dags_folder: Path) -> None:

@@ -165,7 +165,6 @@ def prepare(path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse
     """In the pool process, before the fork: make sure a current parse of ``path`` is there to inherit."""
     global _ready
     key = (path, dag_id)
-    _ready = None
     known = _parses.get(key)
     if known is not None and known.current(_max_age):
         _parses.move_to_end(key)
