@@ -158,6 +158,7 @@ STOCK_VALUES = {
     "workerPreload": "",
     "workerDagCache": "false",
     "workerExitWakeup": "false",
+    "workerStartHeartbeat": "false",
 }
 
 
@@ -307,6 +308,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plots", type=Path, help="folder for throughput.png and latency.png")
     args = parser.parse_args()
+    tuned = tuning_settings("sluice")
+    at_stock = [key for key in args.without if tuned.get(TUNING_KEYS[key], "") == STOCK_VALUES[key]]
+    if at_stock:
+        parser.error(f"--without {' '.join(at_stock)}: Sluice's tuning already has Airflow's value; nothing to compare")
 
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
     dags, platform = work / "dags", work / "platform.yaml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from sluice.stack.config import RECOVERY_KEYS, TUNING_KEYS, recovery_settings, tuning_settings
-from sluice.worker import dag_cache, exit_wakeup
+from sluice.worker import dag_cache, exit_wakeup, start_heartbeat
 
 from tests.chart.render import CHART, RenderError, containers, env_of, pod_specs, render_chart
 
@@ -51,9 +51,11 @@ def test_the_local_stacks_sluice_tuning_is_the_charts() -> None:
     assert int(settings["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"]) == values["minHeartbeatInterval"]
     assert int(settings["AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY"]) == values["maxTisPerQuery"]
     assert settings["SLUICE_WORKER_PRELOAD"].split(",") == values["workerPreload"]
-    assert settings[dag_cache.ENV] == settings[exit_wakeup.ENV] == "true", "as the chart renders them"
+    switches = (dag_cache, exit_wakeup, start_heartbeat)
+    assert {settings[switch.ENV] for switch in switches} == {"true"}, "as the chart renders them"
     assert dag_cache.enabled(settings[dag_cache.ENV]) is values["workerDagCache"] is True
     assert exit_wakeup.enabled(settings[exit_wakeup.ENV]) is values["workerExitWakeup"] is True
+    assert start_heartbeat.enabled(settings[start_heartbeat.ENV]) is values["workerStartHeartbeat"] is True
     assert set(TUNING_KEYS) == set(values)
     assert tuning_settings("stock") == {}
 
@@ -81,7 +83,11 @@ def test_a_preload_entry_that_is_not_a_module_name_is_refused() -> None:
         render_chart({"tuning": {"workerPreload": ["sluice operators"]}}, show_only=["templates/scheduler.yaml"])
 
 
-WORKER_SWITCHES = [("workerDagCache", dag_cache.ENV), ("workerExitWakeup", exit_wakeup.ENV)]
+WORKER_SWITCHES = [
+    ("workerDagCache", dag_cache.ENV),
+    ("workerExitWakeup", exit_wakeup.ENV),
+    ("workerStartHeartbeat", start_heartbeat.ENV),
+]
 
 
 @pytest.mark.parametrize(("key", "env_name"), WORKER_SWITCHES)

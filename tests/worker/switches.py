@@ -1,4 +1,4 @@
-"""Turn one of Sluice's worker switches (``sluice.worker.dag_cache``, ``exit_wakeup``) on for a test."""
+"""Turn one of Sluice's worker switches (``sluice.worker.dag_cache``, ``exit_wakeup``, ...) on for a test."""
 
 from __future__ import annotations
 

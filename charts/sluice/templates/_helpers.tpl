@@ -93,6 +93,8 @@ capabilities:
   value: {{ .Values.tuning.workerDagCache | quote }}
 - name: SLUICE_WORKER_EXIT_WAKEUP
   value: {{ .Values.tuning.workerExitWakeup | quote }}
+- name: SLUICE_WORKER_START_HEARTBEAT
+  value: {{ .Values.tuning.workerStartHeartbeat | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE
   value: {{ .Release.Namespace | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE

@@ -54,6 +54,7 @@ TUNING_KEYS = {
     "workerPreload": "SLUICE_WORKER_PRELOAD",  # a list, joined with commas (sluice.worker.preload)
     "workerDagCache": "SLUICE_WORKER_DAG_CACHE",  # sluice.worker.dag_cache
     "workerExitWakeup": "SLUICE_WORKER_EXIT_WAKEUP",  # sluice.worker.exit_wakeup
+    "workerStartHeartbeat": "SLUICE_WORKER_START_HEARTBEAT",  # sluice.worker.start_heartbeat
 }
 TUNING_NAMES = ("stock", "sluice")
 

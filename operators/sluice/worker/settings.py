@@ -12,7 +12,12 @@ SLUICE_WORKER_SETTINGS: dict[str, Any] = {
     "task_acks_late": True,
     "worker_prefetch_multiplier": 1,
     # Run in the worker's main process before the pool forks (see each module).
-    "imports": ("sluice.worker.preload", "sluice.worker.dag_cache", "sluice.worker.exit_wakeup"),
+    "imports": (
+        "sluice.worker.preload",
+        "sluice.worker.dag_cache",
+        "sluice.worker.exit_wakeup",
+        "sluice.worker.start_heartbeat",
+    ),
 }
 
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sluice.platform import load_platform
 from sluice.scaling import pool_load_sql
+from sluice.stack.config import tuning_settings
 
 from tests.integration.stack.conftest import HERE, Running
 
@@ -98,6 +101,38 @@ def test_every_task_took_its_dag_from_its_workers_parse(
         str(log.relative_to(run_logs)) for log in logs if "taken from the worker's parse" not in log.read_text()
     ]
     assert not parsed_again
+
+
+def execution_api_requests(api_server_log: Path) -> list[tuple[str, str, str]]:
+    """(method, task instance id, action) of each Execution-API request in the api-server's access log."""
+    out = []
+    for line in api_server_log.read_text().splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)  # the console renderer's colours
+        path = re.search(r"path=/execution/task-instances/([0-9a-f-]{36})/(\w+)", line)
+        method = re.search(r"method=(\w+)", line)
+        if "request finished" in line and path and method:
+            out.append((method.group(1), path.group(1), path.group(2)))
+    return out
+
+
+def test_no_task_heartbeated_before_a_whole_interval_had_passed(
+    local_stack: Running, pipeline_run: tuple[str, dict, LoadSampler]
+) -> None:
+    """tuning.workerStartHeartbeat: the start is the first heartbeat, so a task heartbeats once per whole
+    interval it ran (Airflow alone sends one right after the start, even for a one-second task)."""
+    run_id, _, _ = pipeline_run
+    interval = float(tuning_settings("sluice")["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"])
+    requests = execution_api_requests(local_stack.stack.home / "logs" / "api-server.log")
+    starts = Counter(ti_id for method, ti_id, action in requests if (method, action) == ("PATCH", "run"))
+    beats = Counter(ti_id for method, ti_id, action in requests if (method, action) == ("PUT", "heartbeat"))
+    tis = local_stack.api.task_instances("ml_training_pipeline", run_id)
+    assert [ti["task_id"] for ti in tis if starts[ti["id"]] != 1] == [], f"each task's start is logged: {requests[:3]}"
+    early = {
+        f"{ti['task_id']}[{ti['map_index']}]": (beats[ti["id"]], ti["duration"])
+        for ti in tis
+        if beats[ti["id"]] > ti["duration"] // interval
+    }
+    assert early == {}, f"(heartbeats, seconds run) of tasks that heartbeated more than once per {interval} s"
 
 
 def test_scaling_query_counts_each_pool_mid_run_and_zero_after(
