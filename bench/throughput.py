@@ -135,14 +135,26 @@ def per_component(stack: LocalStack, measure: Callable[[psutil.Process], float],
     return out
 
 
+def _used(member: psutil.Process) -> float:
+    times = member.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def cpu_seconds(stack: LocalStack) -> dict[str, float]:
-    """CPU time so far per kind of component (a task process's time reaches its supervisor when it exits)."""
-
-    def used(member: psutil.Process) -> float:
-        times = member.cpu_times()
-        return times.user + times.system + times.children_user + times.children_system
-
-    return per_component(stack, used, "kind")
+    """CPU time so far per kind of component (a task process's time reaches its supervisor when it exits),
+    and of a PostgreSQL server the stack did not start: on one machine its CPU is the stack's too."""
+    out = per_component(stack, _used, "kind")
+    if "postgres" in out:
+        return out
+    servers = []
+    for process in psutil.process_iter(["name", "ppid"]):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if process.info["name"] == "postgres" and psutil.Process(process.info["ppid"]).name() != "postgres":
+                servers.append(process)  # a postmaster: its children's times include its dead backends
+    for member in [member for server in servers for member in [server, *server.children(recursive=True)]]:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            out["postgres (shared)"] = out.get("postgres (shared)", 0.0) + _used(member)
+    return out
 
 
 def pss_mb(stack: LocalStack) -> dict[str, float]:
@@ -159,6 +171,7 @@ STOCK_VALUES = {
     "workerDagCache": "false",
     "workerExitWakeup": "false",
     "workerStartHeartbeat": "false",
+    "taskTrackStarted": "true",
 }
 
 
@@ -240,6 +253,18 @@ def print_table(results: dict[str, dict]) -> None:
             f"{t['scheduled_to_running_p50']} s",
         )
     console.print(table)
+    cpu = Table(title="CPU per task (ms): stock → sluice (a task process's CPU counts in its worker)")
+    kinds = sorted(
+        {kind for result in (stock, tuned) for w in result["workloads"].values() for kind in w["cpu_ms_per_task"]}
+    )
+    cpu.add_column("workload")
+    for kind in [*kinds, "total"]:
+        cpu.add_column(kind)
+    for name, s in stock["workloads"].items():
+        before, after = s["cpu_ms_per_task"], tuned["workloads"][name]["cpu_ms_per_task"]
+        cells = [f"{before.get(kind, 0)} → {after.get(kind, 0)}" for kind in kinds]
+        cpu.add_row(name, *cells, f"{sum(before.values())} → {sum(after.values())}")
+    console.print(cpu)
     memory = Table(title="PSS per component after the runs (MB)")
     for column in ("component", "stock", "sluice"):
         memory.add_column(column)

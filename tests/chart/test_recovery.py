@@ -43,6 +43,7 @@ def test_every_airflow_container_gets_the_measured_tuning() -> None:
     for env in airflow_envs(render_chart({})):
         assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "5"
         assert env["AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY"] == "0"
+        assert env["AIRFLOW__CELERY__TASK_TRACK_STARTED"] == "false"
 
 
 def test_the_local_stacks_sluice_tuning_is_the_charts() -> None:
@@ -56,6 +57,7 @@ def test_the_local_stacks_sluice_tuning_is_the_charts() -> None:
     assert dag_cache.enabled(settings[dag_cache.ENV]) is values["workerDagCache"] is True
     assert exit_wakeup.enabled(settings[exit_wakeup.ENV]) is values["workerExitWakeup"] is True
     assert start_heartbeat.enabled(settings[start_heartbeat.ENV]) is values["workerStartHeartbeat"] is True
+    assert settings["AIRFLOW__CELERY__TASK_TRACK_STARTED"] == "false" and values["taskTrackStarted"] is False
     assert set(TUNING_KEYS) == set(values)
     assert tuning_settings("stock") == {}
 
@@ -87,6 +89,7 @@ WORKER_SWITCHES = [
     ("workerDagCache", dag_cache.ENV),
     ("workerExitWakeup", exit_wakeup.ENV),
     ("workerStartHeartbeat", start_heartbeat.ENV),
+    ("taskTrackStarted", "AIRFLOW__CELERY__TASK_TRACK_STARTED"),
 ]
 
 

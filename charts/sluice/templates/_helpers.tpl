@@ -95,6 +95,8 @@ capabilities:
   value: {{ .Values.tuning.workerExitWakeup | quote }}
 - name: SLUICE_WORKER_START_HEARTBEAT
   value: {{ .Values.tuning.workerStartHeartbeat | quote }}
+- name: AIRFLOW__CELERY__TASK_TRACK_STARTED
+  value: {{ .Values.tuning.taskTrackStarted | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE
   value: {{ .Release.Namespace | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE

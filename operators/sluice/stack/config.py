@@ -55,6 +55,7 @@ TUNING_KEYS = {
     "workerDagCache": "SLUICE_WORKER_DAG_CACHE",  # sluice.worker.dag_cache
     "workerExitWakeup": "SLUICE_WORKER_EXIT_WAKEUP",  # sluice.worker.exit_wakeup
     "workerStartHeartbeat": "SLUICE_WORKER_START_HEARTBEAT",  # sluice.worker.start_heartbeat
+    "taskTrackStarted": "AIRFLOW__CELERY__TASK_TRACK_STARTED",
 }
 TUNING_NAMES = ("stock", "sluice")
 

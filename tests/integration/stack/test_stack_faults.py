@@ -77,9 +77,13 @@ def test_runs_finish_when_redis_restarts_mid_run(local_stack: Running) -> None:
 
 
 def test_runs_finish_when_the_scheduler_is_killed_and_restarted(local_stack: Running) -> None:
+    """The new scheduler adopts the task the dead one had running: with tuning.taskTrackStarted off it is
+    PENDING, not STARTED, in Celery's result backend, which Airflow adopts alike (one try, not a re-run)."""
     run_id = local_stack.api.trigger("probe_chain")
     local_stack.wait_for(lambda: local_stack.running_ti("probe_chain", run_id, "step_1"), "step_1 running")
     local_stack.stack.restart("scheduler", signal.SIGKILL)
     assert local_stack.api.wait_for_run("probe_chain", run_id, RUN_BOUND)["state"] == "success"
     _all_succeeded(local_stack, "probe_chain", run_id)
+    tries = {t["task_id"]: t["try_number"] for t in local_stack.api.task_instances("probe_chain", run_id)}
+    assert tries["step_1"] == 1, tries
     local_stack.stack.wait_healthy()
