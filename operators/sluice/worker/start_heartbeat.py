@@ -30,8 +30,8 @@ def enabled(value: str | None = None) -> bool:
     return env_flag(ENV, "tuning.workerStartHeartbeat", value)
 
 
-def _on_child_started(self: Any, **kwargs: Any) -> None:
-    _original(self, **kwargs)  # type: ignore[misc]  # raises (and kills the task) if the start failed
+def _on_child_started(self: Any, *args: Any, **kwargs: Any) -> None:
+    _original(self, *args, **kwargs)  # type: ignore[misc]  # raises (and kills the task) if the start failed
     self._last_heartbeat_attempt = self._last_successful_heartbeat  # set by the successful start
 
 
