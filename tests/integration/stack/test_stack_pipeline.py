@@ -151,6 +151,7 @@ def _sluice(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_command_shows_components_and_pools(local_stack: Running) -> None:
+    local_stack.stack.wait_healthy()  # earlier tests restart components; this one is about the command
     out = _sluice("status", "--home", str(local_stack.stack.home))
     assert out.returncode == 0, out.stdout + out.stderr
     for expected in ("scheduler", "dag-processor", "triggerer", "api-server", "healthy", "default", "highmem"):
