@@ -75,7 +75,7 @@ def test_the_watch_is_closed_when_monitoring_ends_without_it_firing(
         watches.extend(key.fileobj for key in self.selector.get_map().values())
         raise RuntimeError("the supervisor's loop failed")
 
-    monkeypatch.setattr(exit_wakeup, "_original", original_monitor)  # stands in for Airflow's loop
+    monkeypatch.setattr(exit_wakeup.PATCH, "original", original_monitor)  # stands in for Airflow's loop
     with pytest.raises(RuntimeError):
         exit_wakeup._monitor_subprocess(proc)
     assert [type(watch) for watch in watches] == [exit_wakeup.ExitWatch]

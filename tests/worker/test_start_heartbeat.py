@@ -110,7 +110,7 @@ def test_a_failed_start_leaves_the_heartbeat_clock_alone(
     def refused(self: Supervisor, **_: object) -> None:
         raise RuntimeError("the API server refused the start")
 
-    monkeypatch.setattr(start_heartbeat, "_original", refused)
+    monkeypatch.setattr(start_heartbeat.PATCH, "original", refused)
     supervisor = Supervisor()
     with pytest.raises(RuntimeError, match="refused"):
         start_heartbeat._on_child_started(supervisor, ti=None)

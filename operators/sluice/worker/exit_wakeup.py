@@ -17,14 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
-from collections.abc import Callable
 from typing import Any
 
 from sluice.worker.settings import env_flag
+from sluice.worker.supervisor_patch import SupervisorPatch
 
 ENV = "SLUICE_WORKER_EXIT_WAKEUP"
-
-_original: Callable[[Any], Any] | None = None  # ActivitySubprocess._monitor_subprocess, once installed
 
 
 def enabled(value: str | None = None) -> bool:
@@ -74,31 +72,20 @@ def watch_exit(supervisor: Any) -> ExitWatch | None:
 def _monitor_subprocess(self: Any) -> Any:
     watch = watch_exit(self)
     try:
-        return _original(self)  # type: ignore[misc]
+        return PATCH.original(self)  # type: ignore[misc]
     finally:
         if watch is not None:
             watch.close()
 
 
+PATCH = SupervisorPatch("_monitor_subprocess", _monitor_subprocess)
+
+
 def install() -> bool:
-    global _original
-    if not enabled() or _original is not None:
-        return _original is not None
-    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
-
-    _original = ActivitySubprocess._monitor_subprocess
-    ActivitySubprocess._monitor_subprocess = _monitor_subprocess
-    return True
+    return PATCH.install() if enabled() else PATCH.original is not None
 
 
-def uninstall() -> None:
-    global _original
-    if _original is None:
-        return
-    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
-
-    ActivitySubprocess._monitor_subprocess = _original
-    _original = None
+uninstall = PATCH.uninstall
 
 
 install()

@@ -16,14 +16,12 @@ heartbeat timestamp is the start's, and a task that runs longer than the interva
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sluice.worker.settings import env_flag
+from sluice.worker.supervisor_patch import SupervisorPatch
 
 ENV = "SLUICE_WORKER_START_HEARTBEAT"
-
-_original: Callable[..., None] | None = None  # ActivitySubprocess._on_child_started, once installed
 
 
 def enabled(value: str | None = None) -> bool:
@@ -31,29 +29,18 @@ def enabled(value: str | None = None) -> bool:
 
 
 def _on_child_started(self: Any, *args: Any, **kwargs: Any) -> None:
-    _original(self, *args, **kwargs)  # type: ignore[misc]  # raises (and kills the task) if the start failed
+    PATCH.original(self, *args, **kwargs)  # type: ignore[misc]  # raises (and kills the task) if the start failed
     self._last_heartbeat_attempt = self._last_successful_heartbeat  # set by the successful start
 
 
+PATCH = SupervisorPatch("_on_child_started", _on_child_started)
+
+
 def install() -> bool:
-    global _original
-    if not enabled() or _original is not None:
-        return _original is not None
-    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
-
-    _original = ActivitySubprocess._on_child_started
-    ActivitySubprocess._on_child_started = _on_child_started
-    return True
+    return PATCH.install() if enabled() else PATCH.original is not None
 
 
-def uninstall() -> None:
-    global _original
-    if _original is None:
-        return
-    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
-
-    ActivitySubprocess._on_child_started = _original
-    _original = None
+uninstall = PATCH.uninstall
 
 
 install()
