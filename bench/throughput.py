@@ -5,6 +5,8 @@ database, own throwaway Redis, same pool: one worker, concurrency 8), so the rat
 on this noisy machine. Tasks are Python no-ops (EmptyOperator never reaches a worker). Throughput is tasks
 divided by the time from the trigger to the last task's end; latency comes from the task-instance
 timestamps (queued→running and scheduled→running). Memory is the PSS of each component's process tree.
+With ``--repeat N`` each workload runs N times in a row and the median run (by tasks/s) is reported, with
+the range of all N: single runs of the short workloads vary by ±10% on a loaded 2-core machine.
 
     python bench/throughput.py --tasks 200 1000 --json bench/results/throughput.json --plots docs/img
 """
@@ -122,6 +124,29 @@ def run_workload(api: AirflowApi, engine: Any, dag_ids: list[str]) -> dict[str, 
     }
 
 
+def measured_run(stack: LocalStack, api: AirflowApi, engine: Any, dag_ids: list[str]) -> dict[str, Any]:
+    before = cpu_seconds(stack)
+    figures: dict[str, Any] = run_workload(api, engine, dag_ids)
+    after = cpu_seconds(stack)
+    figures["cpu_ms_per_task"] = {
+        kind: round((after[kind] - before.get(kind, 0.0)) * 1000 / figures["tasks"]) for kind in after
+    }
+    return figures
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (the upper one of an even count), its latency and CPU with it."""
+    figures = dict(sorted(runs, key=lambda run: run["tasks_per_s"])[len(runs) // 2])
+    figures["runs_tasks_per_s"] = [run["tasks_per_s"] for run in runs]
+    return figures
+
+
+def rate(figures: dict[str, Any]) -> str:
+    runs = figures.get("runs_tasks_per_s", [])
+    spread = f" ({min(runs)}–{max(runs)})" if len(runs) > 1 else ""
+    return f"{figures['tasks_per_s']}{spread}"
+
+
 def per_component(stack: LocalStack, measure: Callable[[psutil.Process], float], by: str) -> dict[str, float]:
     """``measure`` summed over each component's process tree, keyed by the component's ``by`` attribute."""
     out: dict[str, float] = {}
@@ -182,6 +207,7 @@ def bench_tuning(
     platform: Path,
     db: str,
     without: str | None = None,
+    repeat: int = 1,
 ) -> dict:
     label = tuning if without is None else f"{tuning} without {without}"
     overrides = {} if without is None else {TUNING_KEYS[without]: STOCK_VALUES[without]}
@@ -209,14 +235,9 @@ def bench_tuning(
                 api.wait_for_dag(dag_id, timeout=300)
                 api.unpause(dag_id)
         for name, dag_ids in workloads.items():
-            before = cpu_seconds(stack)
-            figures = run_workload(api, engine, dag_ids)
-            after = cpu_seconds(stack)
-            figures["cpu_ms_per_task"] = {
-                kind: round((after[kind] - before.get(kind, 0.0)) * 1000 / figures["tasks"]) for kind in after
-            }
+            figures = median_run([measured_run(stack, api, engine, dag_ids) for _ in range(repeat)])
             latency = figures["queued_to_running_p50"]
-            console.print(f"  {name}: {figures['tasks_per_s']} tasks/s, p50 queued→running {latency} s")
+            console.print(f"  {name}: {rate(figures)} tasks/s, p50 queued→running {latency} s")
             result["workloads"][name] = figures
         result["pss_mb"] = pss_mb(stack)
     finally:
@@ -244,8 +265,8 @@ def print_table(results: dict[str, dict]) -> None:
         t = tuned["workloads"][name]
         table.add_row(
             name,
-            str(s["tasks_per_s"]),
-            str(t["tasks_per_s"]),
+            rate(s),
+            rate(t),
             f"{t['tasks_per_s'] / s['tasks_per_s']:.2f}×",
             f"{s['queued_to_running_p50']} / {s['queued_to_running_p95']} s",
             f"{t['queued_to_running_p50']} / {t['queued_to_running_p95']} s",
@@ -280,10 +301,10 @@ def print_ablations(tuned: dict, ablations: dict[str, dict]) -> None:
     for key in ablations:
         table.add_column(f"without {key}")
     for name, figures in tuned["workloads"].items():
-        cells = [str(figures["tasks_per_s"])]
+        cells = [rate(figures)]
         for result in ablations.values():
-            other = result["workloads"][name]["tasks_per_s"]
-            cells.append(f"{other} ({figures['tasks_per_s'] / other:.2f}× with)")
+            other = result["workloads"][name]
+            cells.append(f"{rate(other)} ({figures['tasks_per_s'] / other['tasks_per_s']:.2f}× with)")
         table.add_row(name, *cells)
     console.print(table)
 
@@ -330,6 +351,7 @@ def main() -> None:
         choices=sorted(STOCK_VALUES),
         help="also run Sluice's tuning with this one key at Airflow's value (what each key is worth)",
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each workload; the median run is reported")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plots", type=Path, help="folder for throughput.png and latency.png")
     args = parser.parse_args()
@@ -344,8 +366,15 @@ def main() -> None:
     platform.write_text(PLATFORM)
     workloads = write_dags(dags, args.tasks)
     db = f"sluice_bench_{int(time.time())}"
-    results = {tuning: bench_tuning(tuning, workloads, dags, platform, db) for tuning in args.tunings}
-    ablations = {key: bench_tuning("sluice", workloads, dags, platform, db, without=key) for key in args.without}
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    results = {
+        tuning: bench_tuning(tuning, workloads, dags, platform, db, repeat=args.repeat) for tuning in args.tunings
+    }
+    ablations = {
+        key: bench_tuning("sluice", workloads, dags, platform, db, without=key, repeat=args.repeat)
+        for key in args.without
+    }
     machine = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
     if {"stock", "sluice"} <= set(results):
         print_table(results)
@@ -360,6 +389,7 @@ def main() -> None:
         print_ablations(results["sluice"], ablations)
         results["without"] = ablations
     results["machine"] = machine
+    results["repeat"] = args.repeat
     results["median_ratio"] = round(statistics.median(results.get("ratios", {"-": 0}).values()), 2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

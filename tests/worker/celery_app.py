@@ -34,5 +34,12 @@ def sleep_task(name: str, seconds: float, markers: str) -> str:
 @app.task(name="report_modules")
 def report_modules(names: list[str], out: str) -> None:
     """What this task's process found already loaded when it started: inherited from the worker or not."""
-    report = {"loaded": {name: name in sys.modules for name in names}, "frozen": gc.get_freeze_count()}
+    import celery.backends.database.models  # noqa: F401  (mapped classes, as the worker's result backend has)
+    from sqlalchemy.orm import mapperlib
+
+    report = {
+        "loaded": {name: name in sys.modules for name in names},
+        "frozen": gc.get_freeze_count(),
+        "mappers_configured": not any(registry._new_mappers for registry in mapperlib._mapper_registries),
+    }
     Path(out).write_text(json.dumps(report))

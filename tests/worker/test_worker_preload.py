@@ -37,9 +37,15 @@ def test_task_processes_inherit_the_preloaded_modules(redis_url: str, tmp_path: 
     assert report["frozen"] > 0, "the preloaded objects should be frozen out of the children's collections"
 
 
+def test_pool_processes_inherit_configured_orm_mappers(redis_url: str, tmp_path: Path) -> None:
+    """Not configured per pool process at its first result write (Airflow then imports all its models)."""
+    assert _report(redis_url, tmp_path, ",".join(PRELOADED))["mappers_configured"] is True
+
+
 def test_without_a_preload_list_each_task_imports_for_itself(redis_url: str, tmp_path: Path) -> None:
     report = _report(redis_url, tmp_path, "")
     assert report["loaded"] == dict.fromkeys(PRELOADED, False)
+    assert report["mappers_configured"] is False
 
 
 def test_a_module_that_cannot_be_imported_stops_the_worker_naming_it_and_the_setting(tmp_path: Path) -> None:
