@@ -355,6 +355,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plots", type=Path, help="folder for throughput.png and latency.png")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     tuned = tuning_settings("sluice")
     at_stock = [key for key in args.without if tuned.get(TUNING_KEYS[key], "") == STOCK_VALUES[key]]
     if at_stock:
@@ -366,8 +368,6 @@ def main() -> None:
     platform.write_text(PLATFORM)
     workloads = write_dags(dags, args.tasks)
     db = f"sluice_bench_{int(time.time())}"
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
     results = {
         tuning: bench_tuning(tuning, workloads, dags, platform, db, repeat=args.repeat) for tuning in args.tunings
     }
