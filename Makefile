@@ -5,15 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup demo test test-fast test-kind bench lint lock clean
+.PHONY: setup demo test test-fast test-kind chart-smoke bench lint lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml images/ml-steps/pyproject.toml requirements/lock.txt
+$(STAMP): pyproject.toml images/ml-steps/pyproject.toml requirements/lock.txt requirements/overrides.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Sluice needs Python 3.11+; run: make PYTHON=python3.12 ...")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements/lock.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python --override requirements/overrides.txt -r requirements/lock.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e . -e images/ml-steps
 	@touch $(STAMP)
 
@@ -25,6 +25,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -m "not integration"
+
+# The chart, run: `helm template` output executed as local processes (only the kubelet replaced) against
+# real PostgreSQL and Redis; prints what each check proved. Part of `make test` too.
+chart-smoke: setup
+	$(BIN)/pytest tests/chart_runtime
 
 # The kind suite: needs kind and docker/podman (skips with the reason where they are missing).
 test-kind: setup
@@ -42,10 +47,10 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 # Re-pin every dependency (run after editing either pyproject.toml): the dev/platform lock and the
-# step image's hashed lock.
+# step image's hashed lock. requirements/overrides.txt says why it exists.
 lock: setup
 	$(BIN)/uv pip compile pyproject.toml images/ml-steps/pyproject.toml --extra dev --universal \
-		--python-version 3.11 -o requirements/lock.txt
+		--python-version 3.11 --override requirements/overrides.txt -o requirements/lock.txt
 	$(BIN)/uv pip compile images/ml-steps/pyproject.toml --python-version 3.12 \
 		--python-platform x86_64-manylinux_2_28 --generate-hashes -o images/ml-steps/requirements.lock
 

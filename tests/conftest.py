@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,12 @@ def demo_data(sluice_home: Path) -> Path:
 @pytest.fixture(scope="session")
 def dags_folder() -> Path:
     return REPO / "dags"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[dict[str, object]]:
+    """A PostgreSQL server for the session (``tests.support.postgres``: the running one, else a throwaway)."""
+    from tests.support.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server

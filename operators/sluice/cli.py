@@ -158,6 +158,26 @@ def pod_spec(
     typer.echo(yaml.safe_dump(manifest, sort_keys=False), nl=False)
 
 
+@app.command("admin-user")
+def admin_user(
+    username: Annotated[str, typer.Option(help="the admin's user name")] = "admin",
+    password_env: Annotated[str, typer.Option(help="environment variable holding the password")] = (
+        "SLUICE_ADMIN_PASSWORD"
+    ),
+) -> None:
+    """Create the FAB admin user with the password in $SLUICE_ADMIN_PASSWORD, or reset it to that (the chart's Job)."""
+    import os
+
+    from sluice.admin import AdminUserError, ensure_admin_when_ready
+
+    try:
+        outcome = ensure_admin_when_ready(username, os.environ.get(password_env, ""))
+    except AdminUserError as exc:
+        console.print(f"[red]admin user {username!r}: {exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"admin user {username!r}: {outcome}")
+
+
 def _register_stack_commands() -> None:
     from sluice.stack import commands
 

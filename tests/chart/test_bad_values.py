@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import subprocess
 
-from tests.chart.render import RenderError, render_chart
+import pytest
+import yaml
+
+from tests.chart.render import CHART, RenderError, helm, render_chart
 
 POOL = {"name": "p", "queues": ["q"]}
+TWO_GI = {"limits": {"memory": "2Gi"}}
 EXTERNAL = {"postgresql": {"enabled": False}, "redis": {"enabled": False}, "data": {"brokerUrl": "redis://r:6379/0"}}
 
 CASES = {
@@ -52,6 +56,37 @@ CASES = {
     "no broker at all": ({"redis": {"enabled": False}}, "set data.brokerUrlSecretName"),
     "git-sync without a repository": ({"dags": {"gitSync": {"enabled": True}}}, "dags.gitSync.repo is empty"),
     "a quote in a queue name": ({"pools": [{"name": "p", "queues": ["a'b"]}]}, "/pools/0/queues/0"),
+    "Helm hooks for the Jobs": ({"migrations": {"useHelmHooks": True}}, "migrations.useHelmHooks was removed"),
+    "shell text in the admin username": ({"createUserJob": {"username": "admin; rm -rf /"}}, "/createUserJob/username"),
+    "remote logs on a local artifact root": (
+        {"artifacts": {"root": "/data/artifacts"}},
+        'logs.remote: the remote log folder "/data/artifacts/logs" is not an object-store URL',
+    ),
+    "a pool name too long for its worker label": ({"pools": [{"name": "p" * 57, "queues": ["q"]}]}, "/pools/0/name"),
+    "a typo under a pool's resources.limits": (
+        {"pools": [{**POOL, "resources": {"limits": {"memroy": "2Gi"}}}]},
+        "additional properties 'memroy' not allowed",
+    ),
+    "a request above its limit": (
+        {"pools": [{"name": "default", "queues": ["q"], "resources": {"requests": {"memory": "4Gi"}, **TWO_GI}}]},
+        "pools[0] (default).resources: requests.memory (4Gi) exceeds limits.memory (2Gi); lower the request",
+    ),
+    "a ServiceMonitor without the metrics exporter": (
+        {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},
+        "metrics.serviceMonitor.enabled is true but metrics.enabled is false",
+    ),
+    "the default grace period longer than the visibility timeout": (
+        {"pools": [POOL], "celery": {"visibilityTimeout": 300}},
+        "terminationGracePeriodSeconds (600) exceeds celery.visibilityTimeout (300)",
+    ),
+    "a zero grace period with a longer task": (
+        {"pools": [{**POOL, "terminationGracePeriodSeconds": 0, "maxTaskDurationSeconds": 60}]},
+        "terminationGracePeriodSeconds (0) is shorter than maxTaskDurationSeconds (60)",
+    ),
+    "a parallelism below the pools' slots": (
+        {"scheduler": {"parallelism": 53}},
+        "scheduler.parallelism (53) is below the derived 54",
+    ),
 }
 
 
@@ -61,6 +96,19 @@ def test_bad_values_are_refused(case: str) -> None:
     with pytest.raises(RenderError) as refused:
         render_chart(values, show_only=["templates/configmap-platform.yaml"])
     assert message in str(refused.value)
+
+
+def test_the_template_refuses_a_pool_name_too_long_for_its_worker_label_and_says_why() -> None:
+    """The schema refuses it first; the template's own check (which holds without the schema) says why."""
+    proc = subprocess.run(
+        [helm(), "template", "sluice", str(CHART), "--skip-schema-validation", "--values", "-"],
+        input=yaml.safe_dump({"pools": [{"name": "p" * 57, "queues": ["q"]}]}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "at most 56 characters" in proc.stderr and "worker-<name>" in proc.stderr
 
 
 def test_refusal_never_prints_a_database_password() -> None:

@@ -72,29 +72,6 @@ def test_no_secret_value_sits_in_a_configmap(default_docs) -> None:
         assert not [s for s in secrets if s in text], cm["metadata"]["name"]
 
 
-def test_migration_and_admin_jobs_are_helm_hooks_by_default(default_docs) -> None:
-    for job in ("sluice-migrate", "sluice-create-user"):
-        annotations = get(default_docs, "Job", job)["metadata"]["annotations"]
-        assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
-
-
-def test_migration_job_builds_the_pool_load_index(default_docs) -> None:
-    args = get(default_docs, "Job", "sluice-migrate")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "airflow db migrate && python -m sluice.scaling ensure-index" in args
-
-
-def test_without_helm_hooks_jobs_are_plain_and_named_per_revision() -> None:
-    docs = render_chart({"migrations": {"useHelmHooks": False}}, show_only=["templates/jobs.yaml"])
-    for job in docs:
-        assert "annotations" not in job["metadata"]
-        assert job["metadata"]["name"].endswith("-1")
-
-
-def test_admin_user_job_is_optional() -> None:
-    docs = render_chart({"createUserJob": {"enabled": False}}, show_only=["templates/jobs.yaml"])
-    assert [d["metadata"]["name"] for d in docs] == ["sluice-migrate"]
-
-
 def test_bundled_databases_render_for_dev(default_docs) -> None:
     get(default_docs, "StatefulSet", "sluice-postgresql")
     get(default_docs, "Deployment", "sluice-redis")
@@ -179,6 +156,8 @@ def test_notes_name_the_ui_and_the_pools() -> None:
     assert "port-forward svc/sluice-api-server 8080:8080" in proc.stdout
     assert "default: queues default; concurrency 8" in proc.stdout
     assert "gpu: queues gpu; concurrency 1; replicas 0..2" in proc.stdout
+    assert "get secret sluice-admin -o jsonpath='{.data.password}'" in proc.stdout
+    assert "Task logs: s3://sluice-artifacts/logs" in proc.stdout
 
 
 def test_artifact_credentials_reach_every_airflow_container() -> None:
@@ -188,3 +167,31 @@ def test_artifact_credentials_reach_every_airflow_container() -> None:
         assert {"secretRef": {"name": "minio-creds"}} in container.get("envFrom", []), (name, container["name"])
     template = yaml.safe_load(get(docs, "ConfigMap", "sluice-platform")["data"]["pod_template.yaml"])
     assert template["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "minio-creds"}}]
+
+
+GIT_SYNC = {"dags": {"gitSync": {"enabled": True, "repo": "https://git.example.org/dags.git"}}}
+BUNDLED_IMAGES = {"git-sync": "gitSync", "postgresql": "postgres", "redis": "redis", "statsd-exporter": "statsd"}
+
+
+def test_bundled_images_default_to_if_not_present() -> None:
+    docs = render_chart(GIT_SYNC)
+    seen = set()
+    for name, spec in pod_specs(docs):
+        for container in containers(spec):
+            assert container.get("imagePullPolicy") == "IfNotPresent", (name, container["name"])
+            seen.add(container["name"])
+    assert set(BUNDLED_IMAGES) <= seen
+
+
+def test_bundled_images_use_their_own_pull_policy() -> None:
+    images = {image: {"pullPolicy": "Always"} for image in BUNDLED_IMAGES.values()}
+    docs = render_chart({**GIT_SYNC, "images": images})
+    seen = set()
+    for name, spec in pod_specs(docs):
+        for container in containers(spec):
+            if container["name"] in BUNDLED_IMAGES:
+                assert container["imagePullPolicy"] == "Always", (name, container["name"])
+                seen.add(container["name"])
+            else:
+                assert container["imagePullPolicy"] == "IfNotPresent", (name, container["name"])
+    assert seen == set(BUNDLED_IMAGES)

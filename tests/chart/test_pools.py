@@ -19,7 +19,15 @@ def worker(docs, pool: str) -> dict:
 def test_each_pool_has_a_worker_deployment_consuming_only_its_queues(default_docs) -> None:
     for pool, queues, concurrency in (("default", "default", "8"), ("highmem", "highmem", "2"), ("gpu", "gpu", "1")):
         args = worker(default_docs, pool)["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert args == ["airflow", "celery", "worker", "--queues", queues, "--concurrency", concurrency]
+        assert args[:7] == ["airflow", "celery", "worker", "--queues", queues, "--concurrency", concurrency]
+
+
+def test_each_worker_names_its_celery_node_after_its_pod(default_docs) -> None:
+    """The liveness probe pings exactly this node; Kubernetes expands $(POD_NAME) from the worker's env."""
+    container = worker(default_docs, "default")["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][7:] == ["--celery-hostname", "celery@$(POD_NAME)"]
+    assert "POD_NAME" in env_of(container)
+    assert container["livenessProbe"]["exec"]["command"][-1].endswith("-d celery@$POD_NAME")
 
 
 def test_a_pool_serving_several_queues_lists_them_all() -> None:
@@ -129,3 +137,16 @@ def test_scaling_index_is_built_concurrently_and_idempotently() -> None:
         .read_text()
         .startswith("CREATE INDEX CONCURRENTLY IF NOT EXISTS")
     )
+
+
+def test_an_explicit_zero_grace_period_stays_zero() -> None:
+    pools = [{"name": "p", "queues": ["q"], "terminationGracePeriodSeconds": 0}]
+    spec = worker(render_chart({"pools": pools}, show_only=SHOW), "p")["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == 0
+
+
+def test_a_pool_name_of_56_characters_keeps_its_component_label_within_63() -> None:
+    name = "p" * 56
+    deployment = worker(render_chart({"pools": [{"name": name, "queues": ["q"]}]}, show_only=SHOW), name)
+    component = deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+    assert component == f"worker-{name}" and len(component) == 63

@@ -65,3 +65,39 @@ def test_no_image_uses_latest_or_no_tag(default_docs) -> None:
         for container in containers(spec):
             image = container["image"]
             assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), (name, image)
+
+
+BUNDLED = {"sluice-postgresql": "StatefulSet", "sluice-redis": "Deployment", "sluice-statsd": "Deployment"}
+
+
+def test_no_pod_runs_on_the_namespace_default_service_account(default_docs) -> None:
+    accounts = {d["metadata"]["name"] for d in by_kind(default_docs, "ServiceAccount")}
+    for name, spec in pod_specs(default_docs):
+        assert spec.get("serviceAccountName") in accounts, name
+
+
+def test_bundled_services_run_on_their_own_account_without_a_token(default_docs) -> None:
+    for name, kind in BUNDLED.items():
+        spec = get(default_docs, kind, name)["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == name
+        assert spec["automountServiceAccountToken"] is False, name
+        assert get(default_docs, "ServiceAccount", name)["automountServiceAccountToken"] is False, name
+
+
+def test_bundled_service_accounts_exist_only_with_their_component() -> None:
+    values = {
+        "postgresql": {"enabled": False},
+        "redis": {"enabled": False},
+        "data": {"metadataSecretName": "db", "brokerUrlSecretName": "broker"},
+        "metrics": {"enabled": False},
+    }
+    accounts = {d["metadata"]["name"] for d in by_kind(render_chart(values), "ServiceAccount")}
+    assert accounts and not accounts & set(BUNDLED)
+
+
+def test_bundled_service_accounts_carry_no_cloud_identity_annotations() -> None:
+    annotations = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/sluice"}
+    docs = render_chart({"serviceAccount": {"annotations": annotations}}, show_only=["templates/rbac.yaml"])
+    for account in by_kind(docs, "ServiceAccount"):
+        expected = None if account["metadata"]["name"] in BUNDLED else annotations
+        assert account["metadata"].get("annotations") == expected, account["metadata"]["name"]

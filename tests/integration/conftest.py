@@ -10,13 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import fresh_database, postgres_server
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[dict[str, object]]:
-    with postgres_server() as server:
-        yield server
+from tests.support.postgres import fresh_database
 
 
 @pytest.fixture(scope="module")

@@ -192,7 +192,7 @@ ARGO_SYNC_OPTIONS = {
 }
 
 
-def test_argocd_application_uses_documented_fields_and_hook_free_mode() -> None:
+def test_argocd_application_uses_documented_fields_and_existing_values_files() -> None:
     app = yaml.safe_load((REPO / "deploy/argocd/application.yaml").read_text())
     assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
     assert set(app["spec"]) <= ARGO_SPEC
@@ -203,7 +203,6 @@ def test_argocd_application_uses_documented_fields_and_hook_free_mode() -> None:
     for values in app["spec"]["source"]["helm"]["valueFiles"]:
         resolved = (chart_dir / values).resolve()
         assert resolved.is_file(), values
-        assert yaml.safe_load(resolved.read_text())["migrations"]["useHelmHooks"] is False
 
 
 # --- README ---------------------------------------------------------------------------------------

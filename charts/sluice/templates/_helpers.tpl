@@ -24,7 +24,32 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "sluice.secretName" -}}{{ .Values.secrets.existingSecretName | default (printf "%s-airflow" (include "sluice.fullname" .)) }}{{- end -}}
 {{- define "sluice.metadataSecretName" -}}{{ .Values.data.metadataSecretName | default (printf "%s-metadata" (include "sluice.fullname" .)) }}{{- end -}}
 {{- define "sluice.brokerSecretName" -}}{{ .Values.data.brokerUrlSecretName | default (printf "%s-broker" (include "sluice.fullname" .)) }}{{- end -}}
+{{- define "sluice.adminSecretName" -}}{{ .Values.createUserJob.passwordSecretName | default (printf "%s-admin" (include "sluice.fullname" .)) }}{{- end -}}
+{{- define "sluice.remoteLogFolder" -}}{{ .Values.logs.remote.baseFolder | default (printf "%s/logs" (trimSuffix "/" .Values.artifacts.root)) }}{{- end -}}
 {{- define "sluice.apiServerUrl" -}}http://{{ include "sluice.fullname" . }}-api-server.{{ .Release.Namespace }}.svc:{{ .Values.apiServer.service.port }}{{- end -}}
+
+{{/* A Kubernetes quantity (a number, or a string: 250m, 1.5, 2Gi, 1G, ...) as a plain number, for comparing two
+quantities: `include "sluice.quantity" "2Gi" | float64`. Suffixes: m (1/1000); k, M, G, T, P, E (powers of 1000);
+Ki, Mi, Gi, Ti, Pi, Ei (powers of 1024). Computed as digits x multiplier / 10^decimals, so that equal quantities
+in different units (1.1 and 1100m, 1.5Gi and 1536Mi) give the same number. */}}
+{{- define "sluice.quantity" -}}
+{{- $text := toString . -}}
+{{- if regexMatch "^[0-9]+(\\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$" $text -}}
+  {{- $number := regexReplaceAll "[a-zA-Z]+$" $text "" -}}
+  {{- $suffix := regexReplaceAll "^[0-9.]+" $text "" -}}
+  {{- $multipliers := dict "" 1 "m" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "P" 1000000000000000 "E" 1000000000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "Pi" 1125899906842624 "Ei" 1152921504606846976 -}}
+  {{- $divisor := ternary 1000 1 (eq $suffix "m") -}}
+  {{- if contains "." $number -}}
+    {{- range until (len (last (splitList "." $number))) }}{{ $divisor = mul $divisor 10 }}{{ end -}}
+  {{- end -}}
+  {{- divf (mulf (float64 (replace "." "" $number)) (get $multipliers $suffix)) $divisor -}}
+{{- else if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) (eq (typeOf .) "json.Number") -}}
+  {{- /* A YAML number: float64 (Helm 4), json.Number (Helm 3.18.0), whatever its notation. */ -}}
+  {{- float64 . -}}
+{{- else -}}
+  {{- fail (printf "%q is not a Kubernetes quantity (e.g. 500m, 2, 1.5Gi)" $text) -}}
+{{- end -}}
+{{- end -}}
 
 {{/* Security contexts: non-root, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp. */}}
 {{- define "sluice.podSecurityContext" -}}
@@ -50,6 +75,26 @@ capabilities:
   value: {{ .Values.executor | quote }}
 - name: AIRFLOW__CORE__LOAD_EXAMPLES
   value: "False"
+# FAB users and roles (Airflow's production auth manager; SimpleAuthManager is for development only).
+- name: AIRFLOW__CORE__AUTH_MANAGER
+  value: airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager
+# A task instance records the pod's IP as its hostname: the api-server reaches a running task's live log
+# there (a Deployment's pod name resolves nowhere).
+- name: POD_IP
+  valueFrom: {fieldRef: {fieldPath: status.podIP}}
+- name: AIRFLOW__CORE__HOSTNAME_CALLABLE
+  value: sluice.hostname.pod_ip
+{{- if .Values.logs.remote.enabled }}
+# Finished tasks' logs go to the artifact store (Airflow's remote logging): they outlive a scaled-in worker.
+- name: AIRFLOW__LOGGING__REMOTE_LOGGING
+  value: "True"
+- name: AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER
+  value: {{ include "sluice.remoteLogFolder" . | quote }}
+- name: AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID
+  value: {{ .Values.logs.remote.connId | quote }}
+- name: AIRFLOW__LOGGING__DELETE_LOCAL_LOGS
+  value: "True"
+{{- end }}
 - name: AIRFLOW__CORE__DAGS_FOLDER
   value: {{ if .Values.dags.gitSync.enabled }}{{ printf "/opt/airflow/dags/repo/%s" .Values.dags.gitSync.subPath | quote }}{{ else }}"/opt/airflow/dags"{{ end }}
 - name: AIRFLOW__CORE__EXECUTION_API_SERVER_URL
@@ -82,6 +127,9 @@ capabilities:
   value: {{ .Values.tuning.minHeartbeatInterval | quote }}
 - name: AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY
   value: {{ .Values.tuning.maxTisPerQuery | quote }}
+- name: AIRFLOW__CORE__PARALLELISM
+  {{- /* Every pool slot (and the KubernetesExecutor allowance), so no task waits `scheduled` unseen by KEDA. */}}
+  value: {{ (include "sluice.parallelism" . | fromJson).value | int | quote }}
 - name: SLUICE_WORKER_PRELOAD
   {{- /* Steps as pods: the provider's pod machinery (~2,000 modules) is loaded once per worker, not per task. */}}
   {{- $preload := .Values.tuning.workerPreload }}
@@ -106,6 +154,12 @@ capabilities:
 - name: SLUICE_DEMO_DATA
   # The example pipeline's sources, baked into the ml-steps image at this path.
   value: /opt/sluice/demo-data
+# Log servers: workers and the triggerer serve on these ports, the api-server reads from them (its own
+# config names the port), and the NetworkPolicies admit the api-server to them.
+- name: AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT
+  value: {{ .Values.celery.workerLogServerPort | quote }}
+- name: AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT
+  value: {{ .Values.triggerer.logServerPort | quote }}
 {{- if .Values.metrics.enabled }}
 - name: AIRFLOW__METRICS__STATSD_ON
   value: "True"
@@ -162,6 +216,7 @@ capabilities:
 {{- if .Values.dags.gitSync.enabled }}
 - name: git-sync
   image: {{ .Values.images.gitSync.repository }}:{{ .Values.images.gitSync.tag }}
+  imagePullPolicy: {{ .Values.images.gitSync.pullPolicy }}
   securityContext:
     {{- include "sluice.containerSecurityContext" (dict "readOnly" true) | nindent 4 }}
   env:
@@ -263,6 +318,32 @@ spec:
         {{- end }}
       volumes:
         {{- include "sluice.airflowVolumes" $root | nindent 8 }}
+{{- end -}}
+
+{{/* A pool's grace period: its terminationGracePeriodSeconds when set (0 kept), else 600 as in sluice.platform.Pool. */}}
+{{- define "sluice.poolGracePeriod" -}}
+{{- if hasKey . "terminationGracePeriodSeconds" }}{{ int .terminationGracePeriodSeconds }}{{ else }}600{{ end -}}
+{{- end -}}
+
+{{/* [core] parallelism per scheduler (Airflow caps queued+running task instances per scheduler, over all its
+executors): every slot the pools can offer (per pool: most workers x concurrency; a pool without autoscaling
+counts its fixed replicas) shared by the schedulers, rounded up, plus kubernetesExecutor.parallelism when the
+KubernetesExecutor is on. A lower cap keeps tasks `scheduled`, where the pools' KEDA query cannot see them.
+JSON: poolSlots, schedulers, kubernetes, derived, explicit (scheduler.parallelism), value (explicit when set, else
+derived). Numbers go through `int`: Helm 3.18.0 hands values' numbers to templates as json.Number strings. */}}
+{{- define "sluice.parallelism" -}}
+{{- $slots := 0 -}}
+{{- range $pool := .Values.pools -}}
+  {{- $as := include "sluice.poolAutoscaling" $pool | fromJson -}}
+  {{- $workers := ternary $as.maxReplicas $as.minReplicas $as.enabled -}}
+  {{- $slots = add $slots (mul (int $workers) (int ($pool.concurrency | default 8))) -}}
+{{- end -}}
+{{- $schedulers := max 1 (int .Values.scheduler.replicas) -}}
+{{- $kubernetes := 0 -}}
+{{- if has "KubernetesExecutor" (splitList "," .Values.executor) }}{{ $kubernetes = int .Values.kubernetesExecutor.parallelism }}{{ end -}}
+{{- $derived := add (div (sub (add $slots $schedulers) 1) $schedulers) $kubernetes -}}
+{{- $explicit := int (.Values.scheduler.parallelism | default 0) -}}
+{{- toJson (dict "poolSlots" $slots "schedulers" $schedulers "kubernetes" $kubernetes "derived" $derived "explicit" $explicit "value" (ternary $explicit $derived (gt $explicit 0))) -}}
 {{- end -}}
 
 {{/* A pool's autoscaling with the same defaults as sluice.platform.Autoscaling (0 and false kept). */}}

@@ -149,7 +149,7 @@ def airflow_env(config: StackConfig, home: Path, creds: Secrets) -> dict[str, st
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__FERNET_KEY": creds.fernet_key,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{config.api_url}/execution/",
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sluice.stack.hostname.worker_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sluice.hostname.worker_hostname",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__API__SECRET_KEY": creds.api_secret_key,
             "AIRFLOW__API__BASE_URL": config.api_url,

@@ -1,0 +1,94 @@
+"""The migration and admin Jobs: plain Jobs that converge under --wait, Flux, Argo CD and Terraform."""
+
+from __future__ import annotations
+
+from tests.chart.render import by_kind, containers, env_of, render_chart
+
+SHOW = ["templates/jobs.yaml"]
+
+
+def jobs(values: dict | None = None, **kwargs) -> dict[str, dict]:
+    docs = render_chart(values, show_only=SHOW, **kwargs)
+    return {d["metadata"]["name"].rsplit("-", 1)[0]: d for d in by_kind(docs, "Job")}
+
+
+def test_no_object_of_the_default_render_is_a_helm_hook(default_docs) -> None:
+    """A post-install hook runs only after `helm install --wait` saw the pods ready, and every Airflow pod
+    waits for the migration: with hooks the first install never finishes."""
+    hooks = [d["metadata"]["name"] for d in default_docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    assert hooks == []
+
+
+def test_the_airflow_pods_wait_for_migrations_while_the_migration_job_needs_nothing(default_docs) -> None:
+    migrate = next(d for d in by_kind(default_docs, "Job") if d["metadata"]["name"].startswith("sluice-migrate-"))
+    assert "initContainers" not in migrate["spec"]["template"]["spec"]
+    for deployment in by_kind(default_docs, "Deployment"):
+        if deployment["metadata"]["name"] in ("sluice-redis", "sluice-statsd"):
+            continue
+        init = deployment["spec"]["template"]["spec"]["initContainers"]
+        assert init[0]["args"][:3] == ["airflow", "db", "check-migrations"], deployment["metadata"]["name"]
+
+
+def test_the_same_values_render_the_same_job_names() -> None:
+    """Argo CD renders with `helm template` (revision always 1) and compares: a stable name is never recreated."""
+    assert jobs().keys() == jobs().keys()
+    assert sorted(jobs()) == ["sluice-create-user", "sluice-migrate"]
+    names = [d["metadata"]["name"] for d in jobs().values()]
+    assert names == [d["metadata"]["name"] for d in jobs().values()]
+
+
+def test_a_new_image_gives_the_jobs_new_names_so_they_run_again() -> None:
+    before = {k: d["metadata"]["name"] for k, d in jobs().items()}
+    after = {k: d["metadata"]["name"] for k, d in jobs({"images": {"airflow": {"tag": "3.3.2-sluice.0.2.0"}}}).items()}
+    assert all(before[k] != after[k] for k in before)
+
+
+def test_a_value_the_jobs_do_not_use_keeps_their_names() -> None:
+    before = {k: d["metadata"]["name"] for k, d in jobs().items()}
+    after = {k: d["metadata"]["name"] for k, d in jobs({"ingress": {"host": "ml.example.org"}}).items()}
+    assert before == after
+
+
+def test_completed_jobs_are_kept_not_deleted_and_recreated() -> None:
+    """A TTL deletes the Job; Argo CD's selfHeal then recreates it, and migrations rerun about hourly."""
+    for job in jobs().values():
+        assert "ttlSecondsAfterFinished" not in job["spec"]
+
+
+def test_job_names_fit_the_job_name_label() -> None:
+    long_release = "a-release-name-that-is-quite-long-indeed-x"
+    for job in jobs(name=long_release).values():
+        assert len(job["metadata"]["name"]) <= 63, job["metadata"]["name"]
+
+
+def test_the_migration_waits_for_the_database_then_migrates_and_builds_the_index() -> None:
+    script = jobs()["sluice-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"][-1]
+    assert script.index("airflow db check --retry") < script.index("airflow db migrate")
+    assert script.index("airflow db migrate") < script.index("python -m sluice.scaling ensure-index")
+    assert script.startswith("set -euo pipefail;")
+
+
+def test_no_job_command_hides_a_failure() -> None:
+    for job in jobs().values():
+        for container in containers(job["spec"]["template"]["spec"]):
+            assert "|| true" not in " ".join(container["args"]), job["metadata"]["name"]
+
+
+def test_the_admin_job_runs_through_python_with_the_username_as_one_argument() -> None:
+    """The official image's entrypoint runs `python` and `bash` as given and prefixes anything else with
+    `airflow`; the username is an argv element, never shell text."""
+    spec = jobs({"createUserJob": {"username": "ops.admin@example"}})["sluice-create-user"]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["args"] == ["python", "-m", "sluice", "admin-user", "--username", "ops.admin@example"]
+    assert env_of(container)["SLUICE_ADMIN_PASSWORD"] == {"secretKeyRef": {"name": "sluice-admin", "key": "password"}}
+    assert spec["initContainers"][0]["name"] == "wait-for-migrations"
+
+
+def test_the_admin_job_reads_an_existing_password_secret() -> None:
+    container = jobs({"createUserJob": {"passwordSecretName": "my-admin"}})["sluice-create-user"]["spec"]["template"]
+    env = env_of(container["spec"]["containers"][0])
+    assert env["SLUICE_ADMIN_PASSWORD"] == {"secretKeyRef": {"name": "my-admin", "key": "password"}}
+
+
+def test_admin_user_job_is_optional() -> None:
+    assert sorted(jobs({"createUserJob": {"enabled": False}})) == ["sluice-migrate"]
