@@ -1,0 +1,52 @@
+"""The chart, installed once for this directory (``install.install``) and proven by its tests.
+
+``make chart-smoke`` runs this directory; the table at the end says what each test proved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pytest_redis import factories
+
+from tests.chart_runtime.install import Installed, install
+
+chart_redis = factories.redis_proc(port=None)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server, standing in for MinIO or any S3 (no object store can run here otherwise)."""
+    from moto.server import ThreadedMotoServer
+    from sluice.stack.services import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def installed(
+    pg_server, chart_redis, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Installed]:
+    redis_url = f"redis://{chart_redis.host}:{chart_redis.port}/0"
+    with install(pg_server, redis_url, s3_endpoint, tmp_path_factory.mktemp("chart-runtime")) as cluster:
+        yield cluster
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The table `make chart-smoke` prints: each test and what it proved (its ``proven`` property)."""
+    reports = [r for key in ("passed", "failed", "error") for r in terminalreporter.stats.get(key, [])]
+    rows = [r for r in reports if r.when == "call" and "chart_runtime" in r.nodeid]
+    if not rows:
+        return
+    terminalreporter.section("the chart, run: helm template → local processes, only the kubelet replaced")
+    width = max(len(r.nodeid.split("::")[-1]) for r in rows)
+    for report in rows:
+        proven = dict(report.user_properties).get("proven", "")
+        verdict = "PASS" if report.passed else "FAIL"
+        terminalreporter.write_line(f"{verdict}  {report.nodeid.split('::')[-1].ljust(width)}  {proven}")

@@ -1,0 +1,562 @@
+"""Run a rendered chart's workloads as local processes: the kubelet is replaced, nothing else.
+
+What a kubelet (with the cluster's DNS and service proxy) does for a pod, this does the same way:
+- each container runs its rendered ``command``/``args`` (or its image's entrypoint) with exactly its rendered
+  environment: ``value`` with ``$(VAR)`` expansion, ``secretKeyRef``, ``configMapKeyRef``, ``fieldRef``
+  (name, namespace, pod IP, service account) and ``envFrom``, over the image's own ``ENV``. A Secret,
+  ConfigMap or key that does not exist fails the pod as ``CreateContainerConfigError`` does;
+- ``configMap``, ``secret`` and ``emptyDir`` volumes are materialised under the pod's own root directory at
+  their mount paths (``subPath`` included), and the container paths in its env and args are mapped there;
+- init containers run first, in order, each to success; a Job's pod runs to completion; a Deployment or
+  StatefulSet runs one pod; exec and httpGet probes run as the kubelet runs them.
+What differs, because every pod shares this machine: a pod's IP is a loopback address of its own; each
+declared ``containerPort`` gets a free host port, and the rendered args/env that carry that port, and every
+``<service>.<namespace>.svc`` address, are rewritten to it. Containers run as the current user.
+Images are modelled (``Image``): the platform image is this virtualenv with the official Airflow image's
+environment, entrypoint dispatch and the DAGs baked at /opt/airflow/dags.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+Doc = dict[str, Any]
+
+
+class PodError(RuntimeError):
+    """The pod could not start or run; the message is what ``kubectl describe`` would say."""
+
+
+@dataclass
+class Image:
+    """What the harness knows of an image: ENV, ENTRYPOINT (a function of the args), WORKDIR, baked paths."""
+
+    env: dict[str, str]
+    entrypoint: Callable[[list[str]], list[str]]
+    baked: dict[str, Path] = field(default_factory=dict)
+    workdir: str = "/"
+
+
+def official_airflow_entrypoint(args: list[str]) -> list[str]:
+    """The official apache/airflow image's dispatch: ``bash`` and ``python`` run as given, ``airflow X`` and
+    any other command run as ``airflow X`` (so a bare ``sluice ...`` fails there, and here)."""
+    if args[:1] in (["bash"], ["python"]):
+        return args
+    if args[:1] == ["airflow"]:
+        return args
+    return ["airflow", *args]
+
+
+# ---- the API objects ---------------------------------------------------------------------------------
+class Objects:
+    """Secrets and ConfigMaps the pods read: the render's and those the user created before installing."""
+
+    def __init__(self, docs: list[Doc]) -> None:
+        self.docs = docs
+
+    def find(self, kind: str, name: str) -> Doc | None:
+        return next((d for d in self.docs if d["kind"] == kind and d["metadata"]["name"] == name), None)
+
+    def data(self, kind: str, name: str) -> dict[str, str] | None:
+        doc = self.find(kind, name)
+        if doc is None:
+            return None
+        if kind == "Secret":
+            out = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
+            return out | dict(doc.get("stringData") or {})
+        return dict(doc.get("data") or {})
+
+    def of_kind(self, kind: str) -> list[Doc]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+
+# ---- network: pod IPs, host ports, service addresses ---------------------------------------------------
+class Network:
+    """Pod IPs (127.0.0.N), a host port per (workload, containerPort), and Service → host port."""
+
+    SERVICE = re.compile(
+        r"\b(?P<svc>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<ns>[a-z0-9-]+)\.svc(\.cluster\.local)?(:(?P<port>\d+))?"
+    )
+
+    def __init__(self, objects: Objects, namespace: str) -> None:
+        self.objects, self.namespace = objects, namespace
+        self.ports: dict[tuple[str, int], int] = {}
+        self.next_ip = 10
+
+    def pod_ip(self) -> str:
+        self.next_ip += 1
+        return f"127.0.0.{self.next_ip}"
+
+    def host_port(self, workload: str, container_port: int) -> int:
+        key = (workload, container_port)
+        if key not in self.ports:
+            from sluice.stack.services import free_port
+
+            self.ports[key] = free_port()
+        return self.ports[key]
+
+    def service_target(self, service: str, port: int | None) -> str | None:
+        """``127.0.0.1:<host port>`` of the pod behind a Service port, as the service proxy would route it."""
+        svc = self.objects.find("Service", service)
+        if svc is None:
+            return None
+        ports = svc["spec"]["ports"]
+        entry = next((p for p in ports if port is None or p["port"] == port), None)
+        if entry is None:
+            return None
+        target = entry.get("targetPort", entry["port"])
+        for workload in self.objects.docs:
+            if workload["kind"] not in ("Deployment", "StatefulSet"):
+                continue
+            template = workload["spec"]["template"]
+            labels = template["metadata"].get("labels", {})
+            if not all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()):
+                continue
+            for container in template["spec"]["containers"]:
+                for declared in container.get("ports", []):
+                    if target in (declared.get("name"), declared["containerPort"]):
+                        name = f"{workload['kind']}/{workload['metadata']['name']}"
+                        return f"127.0.0.1:{self.host_port(name, declared['containerPort'])}"
+        return None
+
+    def rewrite_services(self, text: str) -> str:
+        def route(match: re.Match[str]) -> str:
+            if match["ns"] != self.namespace:
+                return match[0]
+            target = self.service_target(match["svc"], int(match["port"]) if match["port"] else None)
+            return target or match[0]
+
+        return self.SERVICE.sub(route, text)
+
+
+# ---- pods ---------------------------------------------------------------------------------------------
+@dataclass
+class ContainerRun:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    log: Path
+    spec: Doc
+    ports: dict[int, int]  # containerPort -> host port
+    root: Path  # the container's filesystem root on this machine
+    paths: list[str]  # container paths mapped under ``root`` (mounts, baked paths, homes), longest first
+    proc: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class Pod:
+    name: str
+    workload: str  # e.g. Deployment/sluice-scheduler, Job/sluice-migrate-…, Pod/<name> (API-created)
+    spec: Doc
+    labels: dict[str, str]
+    ip: str
+    root: Path
+    init: list[ContainerRun] = field(default_factory=list)
+    containers: list[ContainerRun] = field(default_factory=list)
+    phase: str = "Pending"
+    reason: str = ""
+    started: float = field(default_factory=time.monotonic)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def container(self, name: str) -> ContainerRun:
+        return next(c for c in [*self.init, *self.containers] if c.name == name)
+
+    def describe(self) -> str:
+        lines = [f"pod {self.name} ({self.workload}): {self.phase} {self.reason}".rstrip()]
+        for run in [*self.init, *self.containers]:
+            tail = run.log.read_text(errors="replace")[-3000:] if run.log.exists() else ""
+            lines.append(f"--- {run.name} exit={run.exit_code} argv={run.argv[:6]}\n{tail}")
+        return "\n".join(lines)
+
+
+class Kubelet:
+    """Starts pods from rendered workloads (``apply``) or from the API stand-in (``run_api_pod``)."""
+
+    def __init__(
+        self,
+        objects: Objects,
+        images: dict[str, Image],
+        namespace: str,
+        workdir: Path,
+        provided: dict[str, Path] | None = None,
+    ) -> None:
+        """``provided``: files the kubelet puts into every container (as it mounts a service account's token)."""
+        self.objects, self.images, self.namespace = objects, images, namespace
+        self.workdir = workdir
+        self.provided = provided or {}
+        self.network = Network(objects, namespace)
+        self.pods: dict[str, Pod] = {}
+        self.on_status: Callable[[Pod], None] = lambda pod: None
+        self.lock = threading.Lock()
+
+    # ---- public ------------------------------------------------------------------------------------
+    def apply(self, docs: list[Doc]) -> list[Pod]:
+        """Like ``kubectl apply`` of the whole render: every Job and one pod per Deployment/StatefulSet,
+        all at once (no ordering but what init containers impose)."""
+        pods = []
+        for doc in docs:
+            if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+                template = doc["spec"]["template"]
+                name = f"{doc['metadata']['name']}-{uuid.uuid4().hex[:5]}"
+                workload = f"{doc['kind']}/{doc['metadata']['name']}"
+                pods.append(self._start(name, workload, template["spec"], template["metadata"].get("labels", {})))
+        return pods
+
+    def run_api_pod(self, manifest: Doc) -> Pod:
+        meta = manifest["metadata"]
+        return self._start(meta["name"], f"Pod/{meta['name']}", manifest["spec"], meta.get("labels", {}))
+
+    def pod_of(self, workload: str) -> Pod:
+        found = [p for p in self.pods.values() if p.workload == workload]
+        if not found:
+            raise KeyError(f"no pod of {workload}; have {sorted({p.workload for p in self.pods.values()})}")
+        return found[-1]
+
+    def pod_by_ip(self, ip: str) -> Pod | None:
+        return next((p for p in self.pods.values() if p.ip == ip), None)
+
+    def logs(self, name: str, follow: bool) -> Iterator[bytes]:
+        """The pod's first container's log; with ``follow``, until that container exits."""
+        pod = self.pods.get(name)
+        if pod is None:
+            return
+        while not pod.containers and not pod.finished.is_set():
+            time.sleep(0.2)
+        if not pod.containers:
+            return
+        run = pod.containers[0]
+        offset = 0
+        while True:
+            done = run.exit_code is not None or pod.finished.is_set()
+            if run.log.exists():
+                with run.log.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                offset += len(chunk)
+                yield chunk
+            if done or not follow:
+                return
+            time.sleep(0.3)
+
+    def stop(self, name: str, grace: float = 30.0) -> None:
+        pod = self.pods.get(name)
+        if pod is None:
+            return
+        for run in [*pod.containers, *pod.init]:
+            _terminate(run, grace)
+        pod.finished.wait(timeout=grace + 5)
+
+    def stop_all(self, grace: float = 30.0) -> None:
+        threads = [threading.Thread(target=self.stop, args=(name, grace)) for name in list(self.pods)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def probe(self, pod: Pod, container: str, kind: str) -> tuple[bool, str]:
+        """Run one of a container's rendered probes (``livenessProbe``, ``readinessProbe``, ``startupProbe``)."""
+        run = next(c for c in pod.containers if c.name == container)
+        probe = run.spec.get(kind)
+        if probe is None:
+            raise KeyError(f"{pod.workload} container {container} has no {kind}")
+        if "exec" in probe:
+            argv = [
+                self._rewrite(_expand(a, run.env), run.root, run.paths, run.ports) for a in probe["exec"]["command"]
+            ]
+            argv[0] = _which(argv[0], run.env)
+            timeout = float(probe.get("timeoutSeconds", 1))
+            try:
+                done = subprocess.run(argv, env=run.env, cwd=run.cwd, capture_output=True, timeout=max(timeout, 60))
+            except subprocess.TimeoutExpired:
+                return False, f"exec {probe['exec']['command']} timed out"
+            output = (done.stdout + done.stderr).decode(errors="replace").strip()
+            return done.returncode == 0, f"exit {done.returncode}: {output[-300:]}"
+        if "httpGet" in probe:
+            get = probe["httpGet"]
+            port = get["port"]
+            if isinstance(port, str):
+                port = next(p["containerPort"] for p in run.spec.get("ports", []) if p.get("name") == port)
+            url = f"http://127.0.0.1:{run.ports[port]}{get.get('path', '/')}"
+            try:
+                response = httpx.get(url, timeout=float(probe.get("timeoutSeconds", 1)) + 4)
+            except httpx.HTTPError as exc:
+                return False, f"GET {get.get('path')}: {type(exc).__name__}"
+            return 200 <= response.status_code < 400, f"GET {get.get('path')}: {response.status_code}"
+        raise PodError(f"{pod.workload}: probe kind {sorted(probe)} is not supported by the harness")
+
+    # ---- starting a pod ------------------------------------------------------------------------------
+    def _start(self, name: str, workload: str, spec: Doc, labels: dict[str, str]) -> Pod:
+        pod = Pod(name, workload, spec, labels, self.network.pod_ip(), self.workdir / "pods" / name)
+        with self.lock:
+            self.pods[name] = pod
+        try:
+            self._prepare(pod)
+        except PodError as exc:
+            pod.phase, pod.reason = "Failed", str(exc)
+            pod.finished.set()
+            self.on_status(pod)
+            return pod
+        threading.Thread(target=self._run, args=(pod,), name=f"pod-{name}", daemon=True).start()
+        return pod
+
+    def _prepare(self, pod: Pod) -> None:
+        """Volumes, env and argv of every container, as the kubelet resolves them before starting any."""
+        volumes = self._volumes(pod)
+        pod.init = [self._container(pod, c, volumes) for c in pod.spec.get("initContainers", [])]
+        pod.containers = [self._container(pod, c, volumes) for c in pod.spec["containers"]]
+
+    def admit(self, docs: list[Doc]) -> dict[str, str]:
+        """Without starting anything: each workload's pod as the kubelet would set it up, "ok" or the error
+        it would stop at (CreateContainerConfigError, FailedMount, an image the harness does not model...)."""
+        out = {}
+        for doc in docs:
+            if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+                workload = f"{doc['kind']}/{doc['metadata']['name']}"
+                template = doc["spec"]["template"]
+                pod = Pod(
+                    workload.replace("/", "-").lower(),
+                    workload,
+                    template["spec"],
+                    {},
+                    "127.0.0.2",
+                    self.workdir / "admit" / workload,
+                )
+                try:
+                    self._prepare(pod)
+                    out[workload] = "ok"
+                except PodError as exc:
+                    out[workload] = str(exc)
+        return out
+
+    def _run(self, pod: Pod) -> None:
+        restart = pod.spec.get("restartPolicy", "Always")
+        for run in pod.init:
+            _launch(run)
+            _wait(run)
+            if run.exit_code != 0:
+                pod.phase, pod.reason = "Failed", f"Init:Error ({run.name} exited {run.exit_code})"
+                pod.finished.set()
+                self.on_status(pod)
+                return
+        for run in pod.containers:
+            _launch(run)
+        pod.phase = "Running"
+        self.on_status(pod)
+        for run in pod.containers:
+            _wait(run)
+        failed = [r for r in pod.containers if r.exit_code != 0]
+        if restart == "Always":
+            pod.reason = "a container exited (the harness does not restart it)"
+        pod.phase = "Failed" if failed or restart == "Always" else "Succeeded"
+        pod.finished.set()
+        self.on_status(pod)
+
+    def _image(self, ref: str) -> Image:
+        repository = ref.rsplit(":", 1)[0]
+        if repository not in self.images:
+            raise PodError(f"image {ref}: the harness models only {sorted(self.images)}")
+        return self.images[repository]
+
+    def _volumes(self, pod: Pod) -> dict[str, Path]:
+        """Each pod volume as a host directory (configMap/secret keys as files)."""
+        out: dict[str, Path] = {}
+        for volume in pod.spec.get("volumes", []):
+            path = pod.root / "volumes" / volume["name"]
+            path.mkdir(parents=True, exist_ok=True)
+            if "emptyDir" in volume:
+                pass
+            elif "configMap" in volume or "secret" in volume:
+                kind, source = (
+                    ("ConfigMap", volume["configMap"]) if "configMap" in volume else ("Secret", volume["secret"])
+                )
+                name = source.get("name") or source.get("secretName")
+                data = self.objects.data(kind, name)
+                if data is None:
+                    if source.get("optional"):
+                        continue
+                    raise PodError(f'FailedMount: {kind.lower()} "{name}" not found (volume {volume["name"]})')
+                items = source.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    if item["key"] not in data:
+                        raise PodError(f'FailedMount: {kind.lower()} "{name}" has no key {item["key"]}')
+                    (path / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+                    (path / item["path"]).write_text(data[item["key"]])
+            else:
+                raise PodError(f"volume {volume['name']}: type {sorted(volume)} is not supported by the harness")
+            out[volume["name"]] = path
+        return out
+
+    def _container(self, pod: Pod, spec: Doc, volumes: dict[str, Path]) -> ContainerRun:
+        image = self._image(spec["image"])
+        root = pod.root / "fs" / spec["name"]
+        mounts = {**image.baked, **self.provided}
+        for mount in spec.get("volumeMounts", []):
+            if mount["name"] not in volumes:
+                raise PodError(f"container {spec['name']}: volume {mount['name']} is not defined in the pod")
+            source = volumes[mount["name"]]
+            mounts[mount["mountPath"]] = source / mount["subPath"] if mount.get("subPath") else source
+        for home_like in ("AIRFLOW_HOME", "HOME"):
+            if home_like in image.env:
+                (root / image.env[home_like].lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for target, source in sorted(mounts.items()):
+            place = root / target.lstrip("/")
+            place.parent.mkdir(parents=True, exist_ok=True)
+            if place.is_symlink() or place.exists():
+                shutil.rmtree(place) if place.is_dir() and not place.is_symlink() else place.unlink()
+            place.symlink_to(source)
+        ports = {
+            p["containerPort"]: self.network.host_port(pod.workload, p["containerPort"]) for p in spec.get("ports", [])
+        }
+        env = self._env(pod, spec, image)
+        paths = sorted(
+            {*mounts, *(v for k, v in image.env.items() if k in ("AIRFLOW_HOME", "HOME"))}, key=len, reverse=True
+        )
+        pod.root.mkdir(parents=True, exist_ok=True)
+        env = {k: self._rewrite(v, root, paths, ports) for k, v in env.items()}
+        args = list(spec.get("args", []))
+        argv = [*spec["command"], *args] if spec.get("command") else image.entrypoint(args)
+        argv = [self._rewrite(_expand(a, env), root, paths, ports) for a in argv]
+        argv[0] = _which(argv[0], env)
+        cwd = root / (spec.get("workingDir") or image.workdir).lstrip("/")
+        cwd.mkdir(parents=True, exist_ok=True)
+        log = pod.root / f"{spec['name']}.log"
+        return ContainerRun(spec["name"], argv, env, cwd, log, spec, ports, root, paths)
+
+    def _env(self, pod: Pod, spec: Doc, image: Image) -> dict[str, str]:
+        env: dict[str, str] = dict(image.env)
+        for source in spec.get("envFrom", []):
+            kind, ref = (
+                ("Secret", source["secretRef"]) if "secretRef" in source else ("ConfigMap", source["configMapRef"])
+            )
+            data = self.objects.data(kind, ref["name"])
+            if data is None:
+                if ref.get("optional"):
+                    continue
+                raise PodError(f'CreateContainerConfigError: {kind.lower()} "{ref["name"]}" not found')
+            env.update({source.get("prefix", "") + k: v for k, v in data.items()})
+        for entry in spec.get("env", []):
+            if "value" in entry or "valueFrom" not in entry:
+                env[entry["name"]] = _expand(str(entry.get("value", "")), env)
+                continue
+            source = entry["valueFrom"]
+            if "fieldRef" in source:
+                env[entry["name"]] = self._field(pod, source["fieldRef"]["fieldPath"])
+            elif "secretKeyRef" in source or "configMapKeyRef" in source:
+                kind, ref = (
+                    ("Secret", source["secretKeyRef"])
+                    if "secretKeyRef" in source
+                    else ("ConfigMap", source["configMapKeyRef"])
+                )
+                data = self.objects.data(kind, ref["name"])
+                if data is None or ref["key"] not in data:
+                    if ref.get("optional"):
+                        continue
+                    missing = (
+                        f'{kind.lower()} "{ref["name"]}" not found'
+                        if data is None
+                        else f"couldn't find key {ref['key']} in {kind} {self.namespace}/{ref['name']}"
+                    )
+                    raise PodError(
+                        f"CreateContainerConfigError: {missing} (env {entry['name']} of container {spec['name']})"
+                    )
+                env[entry["name"]] = data[ref["key"]]
+            else:
+                raise PodError(f"env {entry['name']}: valueFrom {sorted(source)} is not supported by the harness")
+        return env
+
+    def _field(self, pod: Pod, path: str) -> str:
+        fields = {
+            "metadata.name": pod.name,
+            "metadata.namespace": self.namespace,
+            "status.podIP": pod.ip,
+            "spec.serviceAccountName": pod.spec.get("serviceAccountName", "default"),
+            "spec.nodeName": "harness",
+        }
+        if path not in fields:
+            raise PodError(f"fieldRef {path} is not supported by the harness")
+        return fields[path]
+
+    def _rewrite(self, value: str, root: Path, paths: list[str], ports: dict[int, int]) -> str:
+        """Container paths → the container's root, declared ports → host ports, Service addresses → host ports."""
+        if paths:  # one pass, longest path first: a mapped path is never mapped again
+            pattern = "|".join(re.escape(p) for p in paths)
+            value = re.sub(rf"(?<![\w.-])(?:{pattern})(?=$|[/\s:;,\"'])", lambda m: str(root) + m[0], value)
+        if value in {str(p) for p in ports}:
+            value = str(ports[int(value)])
+        return self.network.rewrite_services(value)
+
+
+# ---- processes ------------------------------------------------------------------------------------------
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion (``$$`` escapes; unknown references stay as written)."""
+
+    def one(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        return env.get(match[1], match[0])
+
+    return _VAR.sub(one, text)
+
+
+def _which(command: str, env: dict[str, str]) -> str:
+    if "/" in command:
+        return command
+    found = shutil.which(command, path=env.get("PATH"))
+    if not found:
+        raise PodError(f'exec: "{command}": executable file not found in $PATH')
+    return found
+
+
+def _launch(run: ContainerRun) -> None:
+    run.log.parent.mkdir(parents=True, exist_ok=True)
+    with run.log.open("ab") as log:
+        run.proc = subprocess.Popen(
+            run.argv, env=run.env, cwd=run.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    run.seconds = time.monotonic()
+
+
+def _wait(run: ContainerRun) -> None:
+    assert run.proc is not None
+    run.exit_code = run.proc.wait()
+    run.seconds = time.monotonic() - (run.seconds or time.monotonic())
+
+
+def _terminate(run: ContainerRun, grace: float) -> None:
+    """SIGTERM to the container's process group, SIGKILL after the grace period (as the kubelet does)."""
+    proc = run.proc
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def to_yaml(doc: Doc) -> str:
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,233 @@
+"""The default chart, installed on this machine and used (see install.py): each test states one behaviour.
+
+Values differ from the defaults only where this machine has no cluster: external PostgreSQL and Redis (as
+deploy/values-prod.yaml), moto's S3 as the artifact store, no statsd exporter, and the API stand-in's address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from sluice.stack.api import AirflowApi
+
+from tests.chart_runtime.install import RELEASE, Installed
+from tests.chart_runtime.keda import Sampler, triggers
+
+pytestmark = pytest.mark.integration
+CORE = ("api-server", "scheduler", "dag-processor", "triggerer")
+RUN_BOUND = 600.0
+
+
+@pytest.fixture
+def prove(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """Record what the test proved, for the table ``make chart-smoke`` prints."""
+    return lambda text: record_property("proven", text)
+
+
+@pytest.fixture(scope="module")
+def admin(installed: Installed) -> AirflowApi:
+    password = installed.secret(f"{RELEASE}-admin", "password")
+    return AirflowApi(installed.api_url, "admin", password)
+
+
+@dataclass
+class Run:
+    dag_id: str
+    run_id: str
+    state: str
+    tasks: list[dict[str, Any]]
+    sampler: Sampler
+    after: dict[str, float]  # each pool's query value once the run is over
+
+
+def _run(installed: Installed, admin: AirflowApi, dag_id: str) -> Run:
+    admin.wait_for_dag(dag_id, timeout=180)
+    admin.unpause(dag_id)
+    with Sampler(triggers(installed)) as sampler:
+        run_id = admin.trigger(dag_id)
+        run = admin.wait_for_run(dag_id, run_id, RUN_BOUND)
+        # Unpausing a scheduled DAG also starts its latest scheduled run: "after" is once every run is over.
+        for other in admin.dag_runs(dag_id):
+            admin.wait_for_run(dag_id, other["dag_run_id"], RUN_BOUND)
+    return Run(dag_id, run_id, run["state"], admin.task_instances(dag_id, run_id), sampler, sampler.sample().value)
+
+
+@pytest.fixture(scope="module")
+def pipeline(installed: Installed, admin: AirflowApi) -> Run:
+    """The example ML pipeline, triggered through the REST API, KEDA's queries sampled while it runs."""
+    return _run(installed, admin, "ml_training_pipeline")
+
+
+@pytest.fixture(scope="module")
+def burst(installed: Installed, admin: AirflowApi, pipeline: Run) -> Run:
+    """48 tasks at once on the default pool (more than stock parallelism), one on each other queue."""
+    return _run(installed, admin, "smoke_burst")
+
+
+def _pool_of(installed: Installed, ti: dict[str, Any]) -> str:
+    """The pool whose worker ran a task instance: its hostname is the pod IP (sluice.hostname.pod_ip)."""
+    pod = installed.kubelet.pod_by_ip(ti["hostname"])
+    assert pod is not None, f"{ti['task_id']} ran on {ti['hostname']!r}, no pod of this install"
+    return pod.workload.removeprefix(f"Deployment/{RELEASE}-worker-") if "-worker-" in pod.workload else pod.workload
+
+
+def _pools(installed: Installed) -> dict[str, list[str]]:
+    return {t.pool: t.queues for t in triggers(installed)}
+
+
+# ---- installing --------------------------------------------------------------------------------------
+def test_the_install_converges_without_helm_hooks(installed: Installed, prove) -> None:
+    hooks = [d["metadata"]["name"] for d in installed.docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    assert hooks == []
+    prove(f"no Helm hook; all applied at once, Jobs complete and pods ready in {installed.converged_seconds:.0f} s")
+
+
+def test_the_migration_job_succeeds_and_creates_the_pool_load_index(installed: Installed, prove) -> None:
+    job = installed.named("Job", f"{RELEASE}-migrate-")
+    pod = installed.kubelet.pod_of(f"Job/{job['metadata']['name']}")
+    assert pod.phase == "Succeeded" and pod.containers[0].exit_code == 0, pod.describe()
+    with psycopg2.connect(installed.db_url.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
+            ("sluice_ti_pool_load",),
+        )
+        assert cur.fetchall() == [(True,)]
+    prove(f"{job['metadata']['name']} exit 0 in {pod.containers[0].seconds:.0f} s; index sluice_ti_pool_load valid")
+
+
+def test_every_airflow_pod_waits_for_migrations_and_passes(installed: Installed, prove) -> None:
+    waited = []
+    for pod in installed.pods:
+        for run in pod.init:
+            assert run.name == "wait-for-migrations"
+            assert run.exit_code == 0, pod.describe()
+            waited.append(f"{pod.workload.split('/')[1].removeprefix(RELEASE + '-')} {run.seconds:.0f} s")
+    deployments = [d for d in installed.docs if d["kind"] == "Deployment"]
+    assert len(waited) >= len(deployments)
+    prove("airflow db check-migrations exit 0 in " + ", ".join(waited))
+
+
+@pytest.mark.parametrize("component", CORE)
+def test_each_core_component_passes_its_liveness_probe(installed: Installed, component: str, prove) -> None:
+    pod = installed.kubelet.pod_of(f"Deployment/{RELEASE}-{component}")
+    ok, detail = installed.kubelet.probe(pod, component, "livenessProbe")
+    assert ok, f"{component}: {detail}\n{pod.describe()}"
+    prove(f"livenessProbe {detail.splitlines()[0][:60]}")
+
+
+def test_each_worker_consumes_exactly_its_pools_queues(installed: Installed, prove) -> None:
+    from celery import Celery
+
+    app = Celery("chart-runtime", broker=installed.values["data"]["brokerUrl"], set_as_current=False)
+    seen = {}
+    for pool, queues in _pools(installed).items():
+        pod = installed.kubelet.pod_of(f"Deployment/{RELEASE}-worker-{pool}")
+        ok, detail = installed.kubelet.probe(pod, "worker", "livenessProbe")
+        assert ok, f"worker {pool}: {detail}"
+        node = f"celery@{pod.name}"
+        replies = app.control.inspect(destination=[node], timeout=10).active_queues() or {}
+        assert node in replies, f"{node} did not answer; replies from {sorted(replies)}"
+        seen[pool] = sorted(q["name"] for q in replies[node])
+        assert seen[pool] == sorted(queues)
+    prove("; ".join(f"{pool}: {', '.join(q)}" for pool, q in seen.items()))
+
+
+# ---- logging in ------------------------------------------------------------------------------------------
+def test_the_admin_secret_logs_in_and_lists_dags(installed: Installed, admin: AirflowApi, prove) -> None:
+    dags = admin._call("GET", "/dags")
+    assert dags["total_entries"] >= 1
+    prove(f"token from /auth/token with the {RELEASE}-admin Secret; /api/v2/dags lists {dags['total_entries']} DAGs")
+
+
+def test_a_wrong_password_and_an_anonymous_call_are_refused(installed: Installed, prove) -> None:
+    wrong = httpx.post(f"{installed.api_url}/auth/token", json={"username": "admin", "password": "not-it"}, timeout=30)
+    anonymous = httpx.get(f"{installed.api_url}/api/v2/dags", timeout=30)
+    assert (wrong.status_code, anonymous.status_code) == (401, 401)
+    prove("wrong password → 401, no token → 401")
+
+
+# ---- running --------------------------------------------------------------------------------------------
+def test_the_example_pipeline_succeeds_each_task_on_its_pool(installed: Installed, pipeline: Run, prove) -> None:
+    assert pipeline.state == "success", {t["task_id"]: t["state"] for t in pipeline.tasks}
+    pools = _pools(installed)
+    ran: dict[str, int] = {}
+    for ti in pipeline.tasks:
+        assert ti["state"] == "success", ti
+        pool = _pool_of(installed, ti)
+        assert ti["queue"] in pools[pool], f"{ti['task_id']} (queue {ti['queue']}) ran on pool {pool}"
+        ran[pool] = ran.get(pool, 0) + 1
+    prove(f"{len(pipeline.tasks)} tasks success via REST: " + ", ".join(f"{p} {n}" for p, n in sorted(ran.items())))
+
+
+def test_ml_steps_ran_as_pods_of_the_step_image(installed: Installed, pipeline: Run, prove) -> None:
+    steps = [
+        p
+        for p in installed.api.created
+        if p["spec"]["containers"][0]["image"].startswith("ghcr.io/sluice-ml/ml-steps:")
+    ]
+    assert steps, "no step pod was created through the Kubernetes API"
+    for manifest in steps:
+        pod = installed.kubelet.pods[manifest["metadata"]["name"]]
+        assert pod.phase == "Succeeded", pod.describe()
+    prove(f"{len(steps)} step pods created through the API by the kubernetes launcher, all exit 0")
+
+
+def test_each_scaledobject_query_counts_its_pools_load(installed: Installed, pipeline: Run, prove) -> None:
+    sampler = pipeline.sampler
+    assert sampler.samples and not sampler.mismatches(), sampler.mismatches()[:10]
+    assert sampler.peak("default") > 0 and sampler.peak("highmem") > 0
+    assert pipeline.after == {pool: 0.0 for pool in pipeline.after}
+    peaks = ", ".join(f"{pool} {sampler.peak(pool):.0f}" for pool in pipeline.after)
+    prove(f"{len(sampler.samples)} samples equal to a raw count; peak replicas wanted: {peaks}; all 0 after")
+
+
+def test_a_burst_beyond_stock_parallelism_is_visible_to_keda(installed: Installed, burst: Run, prove) -> None:
+    assert burst.state == "success", {t["task_id"]: t["state"] for t in burst.tasks}
+    assert not burst.sampler.mismatches(), burst.sampler.mismatches()[:10]
+    naps = len([t for t in burst.tasks if t["task_id"] == "nap"])
+    concurrency = next(t.concurrency for t in triggers(installed) if t.pool == "default")
+    # Stock [core] parallelism (32) would hold the rest `scheduled`, where the query cannot see them: at most
+    # 32 / concurrency replicas wanted. The chart's derived parallelism lets every task be queued.
+    assert burst.sampler.peak("default") * concurrency > 32
+    assert burst.after == {pool: 0.0 for pool in burst.after}
+    prove(f"{naps} tasks on default: peak {burst.sampler.peak('default'):.0f} replicas wanted (stock caps at 4)")
+
+
+def test_every_queue_reaches_its_pool_and_kubernetes_its_executor(installed: Installed, burst: Run, prove) -> None:
+    pools = _pools(installed)
+    by_task = {t["task_id"]: t for t in burst.tasks}
+    for task_id, pool in (("on_highmem", "highmem"), ("on_gpu", "gpu")):
+        assert by_task[task_id]["state"] == "success"
+        assert _pool_of(installed, by_task[task_id]) == pool and by_task[task_id]["queue"] in pools[pool]
+    kube = by_task["on_kubernetes"]
+    assert kube["state"] == "success" and kube["executor"] == "KubernetesExecutor", kube
+    pod = installed.kubelet.pod_by_ip(kube["hostname"])
+    assert pod is not None and pod.workload.startswith("Pod/") and pod.phase == "Succeeded"
+    prove(f"highmem, gpu on their pools; kubernetes queue → KubernetesExecutor pod {pod.name}")
+
+
+def test_task_logs_outlive_the_worker_in_the_artifact_store(installed: Installed, pipeline: Run, admin, prove) -> None:
+    import boto3
+
+    ti = next(t for t in pipeline.tasks if t["task_id"] == "validate")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=installed.s3_endpoint,
+        aws_access_key_id="smoke",
+        aws_secret_access_key="smoke",
+        region_name="us-east-1",
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="sluice-smoke", Prefix="logs/").get("Contents", [])]
+    mine = [k for k in keys if "dag_id=ml_training_pipeline" in k and "task_id=validate" in k]
+    assert mine, f"no remote log of validate among {len(keys)} objects under s3://sluice-smoke/logs/"
+    path = f"/dags/ml_training_pipeline/dagRuns/{pipeline.run_id}/taskInstances/validate/logs/{ti['try_number']}"
+    log = admin.http.get(path, params={"full_content": True}, headers={"Accept": "application/json"})
+    assert log.status_code == 200, log.text[:500]
+    # The worker deleted its local copy, and its log server is not reachable from here: the store is the source.
+    assert "s3://sluice-smoke/logs/dag_id=ml_training_pipeline" in log.text, log.text[:1000]
+    prove(f"{len(keys)} log objects under s3://sluice-smoke/logs/; the API serves validate's log from there")
