@@ -80,20 +80,21 @@ def images(tmp: Path) -> dict[str, Image]:
         shutil.copy(source, dags / source.name)
     demo = tmp / "image-demo-data"  # images/ml-steps/Dockerfile bakes the demo sources here
     write_demo_data(demo)
-    path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
+    # The virtualenv is where this machine has the images' software: a host path, never mapped into a pod.
+    host = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"}
     platform_env = {
         "AIRFLOW_HOME": "/opt/airflow",
         "AIRFLOW_USER_HOME_DIR": "/home/airflow",
         "HOME": "/home/airflow",
-        "PATH": path,
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
     }
-    steps_env = {"HOME": "/home/sluice", "PATH": path, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    steps_env = {"HOME": "/home/sluice", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    platform_dags = {"/opt/airflow/dags": dags}
     return {
-        PLATFORM_REPO: Image(platform_env, official_airflow_entrypoint, {"/opt/airflow/dags": dags}, "/opt/airflow"),
+        PLATFORM_REPO: Image(platform_env, official_airflow_entrypoint, platform_dags, "/opt/airflow", host),
         STEPS_REPO: Image(
-            steps_env, lambda args: ["sluice-step", *args], {"/opt/sluice/demo-data": demo}, "/opt/sluice-steps"
+            steps_env, lambda args: ["sluice-step", *args], {"/opt/sluice/demo-data": demo}, "/opt/sluice-steps", host
         ),
     }
 

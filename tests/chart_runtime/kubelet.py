@@ -50,6 +50,8 @@ class Image:
     entrypoint: Callable[[list[str]], list[str]]
     baked: dict[str, Path] = field(default_factory=dict)
     workdir: str = "/"
+    # ENV that names this machine's paths (the virtualenv's bin on PATH): never mapped into a pod's root.
+    host_env: dict[str, str] = field(default_factory=dict)
 
 
 def official_airflow_entrypoint(args: list[str]) -> list[str]:
@@ -431,6 +433,8 @@ class Kubelet:
         )
         pod.root.mkdir(parents=True, exist_ok=True)
         env = {k: self._rewrite(v, root, paths, ports) for k, v in env.items()}
+        declared = {entry["name"] for entry in spec.get("env", [])}
+        env.update({k: v for k, v in image.host_env.items() if k not in declared})
         args = list(spec.get("args", []))
         argv = [*spec["command"], *args] if spec.get("command") else image.entrypoint(args)
         argv = [self._rewrite(_expand(a, env), root, paths, ports) for a in argv]
