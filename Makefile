@@ -38,7 +38,7 @@ test-kind: setup
 # Benchmarks that print figures (never timed assertions in tests); JSON lands in bench/results/.
 bench: setup
 	$(BIN)/python bench/launch_overhead.py --json bench/results/launch_overhead.json
-	$(BIN)/python bench/scaling_query.py --rows 1000000 5000000
+	$(BIN)/python bench/scaling_query.py  # 500 k rows + a simulated day; --rows 5000000 for the 5 M figure
 	$(BIN)/python bench/throughput.py --tasks 200 1000 --json bench/results/throughput.json --plots docs/img
 	$(BIN)/python bench/pipeline_e2e.py --json bench/results/pipeline_e2e.json
 

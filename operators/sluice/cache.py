@@ -1,8 +1,11 @@
-"""Content-addressed step cache: same image, command, params and input bytes → reuse the outputs.
+"""Content-addressed step cache: same code, command, params and input bytes → reuse the outputs.
 
-Key = sha256 over (contract version, image ref, command, params, output names, input fingerprints,
-cache version). Entries live under ``{artifact_root}/_cache/{key}/``; ``_result.json`` is written last
-and is the commit marker, so a half-stored entry is never a hit.
+Key = sha256 over (contract version, code identity, command, params, output names, input fingerprints,
+cache version). The code identity comes from the launcher (``Launcher.code_identity``, rules in
+``sluice.code_identity``): the step package's sources locally, the image digest on a cluster; a step whose
+code cannot be named (a mutable tag without ``cache_version``) is not cached. Entries live under
+``{artifact_root}/_cache/{key}/``; ``_result.json`` is written last and is the commit marker, so a
+half-stored entry is never a hit.
 """
 
 from __future__ import annotations
@@ -41,16 +44,17 @@ def fingerprint(uri: str) -> str:
 
 
 def cache_key(
-    image: str,
+    code: str,
     command: list[str],
     params: dict[str, Any],
     inputs: dict[str, Any],
     outputs: dict[str, str],
-    cache_version: str,
+    cache_version: str | None,
 ) -> str:
+    """``code`` is the launcher's ``CodeIdentity.value`` for the step: what runs, not what it is called."""
     material = {
         "contract_version": CONTRACT_VERSION,
-        "image": image,
+        "code": code,
         "command": command,
         "params": params,
         "outputs": sorted(outputs),
@@ -61,6 +65,16 @@ def cache_key(
         "cache_version": cache_version,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Whether one try of a step uses the cache: ``store`` and ``key`` when it does; ``note`` names the code
+    the key covers, or says why the cache is off for the step (both go to the task log)."""
+
+    store: StepCache | None
+    key: str | None
+    note: str
 
 
 @dataclass(frozen=True)

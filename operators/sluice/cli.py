@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sluice.checks import DEFAULT_TARGET, TARGETS
 from sluice.platform import PlatformError, repo_root
 
 DEFAULT_DAGS = repo_root() / "dags"
@@ -115,25 +117,49 @@ def _print_outcome(outcome: object) -> None:
         console.print("mapped steps: 0")
 
 
+# What will run the DAGs (``sluice.checks.TARGETS``): its executors decide which queues can run.
+Target = StrEnum("Target", {name: name for name in TARGETS})
+CHECK_TARGET = Target(DEFAULT_TARGET)
+
+
 @app.command()
 def check(
     dag_folder: Annotated[Path, typer.Argument(help="DAG folder to check")] = DEFAULT_DAGS,
+    target: Annotated[
+        Target,
+        typer.Option(
+            help="what will run the DAGs, whose executors they are checked against: "
+            + "; ".join(f"{name}: {what}" for name, what in TARGETS.items())
+        ),
+    ] = CHECK_TARGET,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also print Airflow's log of each import error (tracebacks)")
+    ] = False,
 ) -> None:
-    """Import every DAG and report unknown queues/profiles and import errors; exit 1 on any problem."""
+    """Import every DAG as TARGET would and report import errors, unknown queues and profiles; exit 1 on any."""
+    import os
+
     from sluice import checks, embedded
 
+    if not verbose:
+        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "CRITICAL"  # each problem is printed below, in one line
     embedded.configure(dags_folder=dag_folder)
     try:
-        problems = checks.check_dag_folder(dag_folder)
+        executors = checks.target_executors(target.value)
+        console.print(f"checking {dag_folder} for target [bold]{target}[/] (executor {executors})", soft_wrap=True)
+        problems = checks.check_dag_folder(dag_folder, executors)
     except PlatformError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     for problem in problems:
-        console.print(f"[red]✗[/] {problem}")
+        console.print(f"[red]✗[/] {problem}", soft_wrap=True)
     if problems:
-        console.print(f"[red]{len(problems)} problem(s)[/] in {dag_folder}")
+        console.print(f"[red]{len(problems)} problem(s)[/] in {dag_folder} for target {target}", soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"[green]✓[/] {dag_folder}: every DAG imports and every queue and profile exists")
+    console.print(
+        f"[green]✓[/] {dag_folder}: every DAG imports and every queue and profile exists for target {target}",
+        soft_wrap=True,
+    )
 
 
 @app.command("pod-spec")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from sluice.platform import repo_root, sluice_home
 
+# Tasks run as local processes (no broker, no cluster); `sluice check --target embedded` checks DAGs against it.
+EXECUTOR = "LocalExecutor"
 LOCAL_SETTINGS = '''"""Written by sluice: enables Sluice's cluster policy (queue routing and checks)."""
 
 from sluice.policy import task_policy  # noqa: F401
@@ -38,7 +40,7 @@ def configure(home: Path | None = None, dags_folder: Path | None = None) -> Path
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or repo_root() / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),

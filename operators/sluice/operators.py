@@ -14,7 +14,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
 from sluice import artifacts
-from sluice.cache import StepCache, cache_key
+from sluice.cache import CachePlan, StepCache, cache_key
 from sluice.contract import ENV_INPUTS, ENV_OUTPUTS, ENV_RESULT_URI, StepContractError, read_result, step_env
 from sluice.launchers import StepFailed, StepRun, launcher_for
 from sluice.platform import Platform, PlatformError, current_platform
@@ -25,6 +25,9 @@ class MLStepOperator(BaseOperator):
 
     ``outputs`` maps output name → file name under the task's artifact prefix; each output's URI is
     pushed as an XCom under its name, so ``inputs={"data": upstream.output["data"]}`` wires steps.
+
+    ``cache=False`` opts the step out of the step cache; ``cache_version`` is part of the cache key (bump it
+    to run the step again) and is what lets a step whose image is a mutable tag be cached on a cluster.
     """
 
     template_fields: Sequence[str] = ("command", "inputs", "step_params")
@@ -41,7 +44,7 @@ class MLStepOperator(BaseOperator):
         step_params: dict[str, Any] | None = None,
         profile: str = "default",
         cache: bool = True,
-        cache_version: str = "1",
+        cache_version: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,6 +87,7 @@ class MLStepOperator(BaseOperator):
             try_number=try_number,
             map_index=map_index,
             image=platform.image_ref(self.image),
+            image_pull_policy=platform.image_pull_policy(self.image),
             command=self.command,
             env=step_env(
                 self._resolved_inputs() if inputs is None else inputs,
@@ -98,46 +102,53 @@ class MLStepOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        platform, step, store, key = self._prepare(context)
+        step, plan = self._prepare(context)
         outputs = json.loads(step.env[ENV_OUTPUTS])
-        if store and key:
-            hit = store.lookup(key, outputs)
+        if plan.store and plan.key:
+            key = plan.key
+            hit = plan.store.lookup(key, outputs)
             if hit:
                 src = hit.source
                 self.log.info(
-                    "cache hit, key %s, from run %s (task %s.%s): step skipped",
+                    "cache hit, key %s, from run %s (task %s.%s): step skipped; code: %s",
                     key[:16],
                     src.get("run_id"),
                     src.get("dag_id"),
                     src.get("task_id"),
+                    plan.note,
                 )
                 result = {**hit.result, "cache": {"hit": True, "key": key, "from_run": src.get("run_id")}}
                 artifacts.write_json_atomic(step.env[ENV_RESULT_URI], result)
                 return self._publish(context, outputs, result)
-            self.log.info("cache miss, key %s: running the step", key[:16])
-        self._launcher = launcher_for(platform)
-        return self._finish(context, step, store, key, lambda: self._launcher.run(step, self.log, context))
+            self.log.info("cache miss, key %s: running the step; code: %s", key[:16], plan.note)
+        else:
+            self.log.info("cache off: %s", plan.note)
+        return self._finish(context, step, plan, lambda: self._launcher.run(step, self.log, context))
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Where a deferred step pod comes back (``launcher.deferrable``): finish the pod, then the step."""
-        platform, step, store, key = self._prepare(context)
-        self._launcher = launcher_for(platform)
-        return self._finish(context, step, store, key, lambda: self._launcher.resume(step, self.log, context, event))
+        step, plan = self._prepare(context)
+        return self._finish(context, step, plan, lambda: self._launcher.resume(step, self.log, context, event))
 
-    def _prepare(self, context: Context) -> tuple[Platform, StepRun, StepCache | None, str | None]:
+    def _prepare(self, context: Context) -> tuple[StepRun, CachePlan]:
+        """This try's step and launcher, and whether the cache serves it: the key names the code the
+        launcher runs (``Launcher.code_identity``), so an edited step or a new image digest runs again."""
         platform = current_platform()
         ti = context["ti"]
         step = self.build_step_run(platform, ti.dag_id, ti.run_id, ti.try_number, getattr(ti, "map_index", -1))
-        store = StepCache(platform.artifacts.root) if (self.cache and platform.artifacts.cache.enabled) else None
-        key = None
-        if store:
-            inputs, outputs = json.loads(step.env[ENV_INPUTS]), json.loads(step.env[ENV_OUTPUTS])
-            key = cache_key(step.image, self.command, self.step_params, inputs, outputs, self.cache_version)
-        return platform, step, store, key
+        self._launcher = launcher_for(platform)
+        if not self.cache:
+            return step, CachePlan(None, None, "the step sets cache=False")
+        if not platform.artifacts.cache.enabled:
+            return step, CachePlan(None, None, "artifacts.cache.enabled is false in the platform config")
+        code = self._launcher.code_identity(step, self.cache_version)
+        if code.value is None:
+            return step, CachePlan(None, None, code.about)
+        inputs, outputs = json.loads(step.env[ENV_INPUTS]), json.loads(step.env[ENV_OUTPUTS])
+        key = cache_key(code.value, self.command, self.step_params, inputs, outputs, self.cache_version)
+        return step, CachePlan(StepCache(platform.artifacts.root), key, code.about)
 
-    def _finish(
-        self, context: Context, step: StepRun, store: StepCache | None, key: str | None, launch: Any
-    ) -> dict[str, Any]:
+    def _finish(self, context: Context, step: StepRun, plan: CachePlan, launch: Any) -> dict[str, Any]:
         """Launch (or resume) the step, check its result, fill the cache, publish the outputs."""
         ti = context["ti"]
         outputs = json.loads(step.env[ENV_OUTPUTS])
@@ -148,9 +159,13 @@ class MLStepOperator(BaseOperator):
             for partial in artifacts.remove_partials(step.artifact_prefix):
                 self.log.warning("removed partial artifact %s left by the failed step", partial)
             raise AirflowException(str(exc)) from None
-        if store and key:
-            store.store(key, outputs, result, {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id})
-        return self._publish(context, outputs, {**result, "cache": {"hit": False, "key": key}})
+        if plan.store and plan.key:
+            source = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id}
+            plan.store.store(plan.key, outputs, result, source)
+            cache: dict[str, Any] = {"hit": False, "key": plan.key}
+        else:
+            cache = {"hit": False, "key": None, "off": plan.note}
+        return self._publish(context, outputs, {**result, "cache": cache})
 
     def _publish(self, context: Context, outputs: dict[str, str], result: dict[str, Any]) -> dict[str, Any]:
         for name, uri in outputs.items():

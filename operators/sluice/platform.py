@@ -124,12 +124,17 @@ class Artifacts(_Model):
 
 
 class StepImage(_Model):
+    """A step image; ``digest`` pins its content (the step cache on a cluster keys on it, sluice.code_identity)."""
+
     repository: str
     tag: str
+    digest: str | None = Field(None, pattern=r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
 
     @property
     def ref(self) -> str:
-        return f"{self.repository}:{self.tag}"
+        """``repository:tag``, or ``repository:tag@digest`` when pinned (the kubelet then pulls by digest)."""
+        return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
 
 
 class Platform(_Model):
@@ -180,6 +185,11 @@ class Platform(_Model):
         if image in self.step_images:
             return self.step_images[image].ref
         return image
+
+    def image_pull_policy(self, image: str) -> str | None:
+        """The step image's ``pullPolicy``, if its short name sets one (Kubernetes' default otherwise)."""
+        known = self.step_images.get(image)
+        return known.pull_policy if known else None
 
 
 def repo_root() -> Path:

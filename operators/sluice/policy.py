@@ -1,4 +1,4 @@
-"""Cluster policy: CeleryKubernetesExecutor routing on Airflow 3, and queue checks at DAG import.
+"""Cluster policy: CeleryKubernetesExecutor routing on Airflow 3, and queue/profile checks at DAG import.
 
 Enabled by an ``airflow_local_settings.py`` that imports ``task_policy`` (the chart mounts one; the
 ``sluice`` CLI writes one into its local AIRFLOW_HOME).
@@ -36,6 +36,46 @@ def mapped_keys(task: Any) -> set[str]:
     return set()
 
 
+def literal_profiles(task: Any) -> list[tuple[Any, str]]:
+    """(profile, where it was given) for each profile of a mapped task known at import: the one
+    ``.partial()`` gives (or ``default``), and literal values mapped by ``.expand()`` / ``.expand_kwargs()``.
+    A profile mapped from an upstream task's output is known only at run time."""
+    partial = task.partial_kwargs
+    given = [(partial.get("profile", "default"), ".partial()" if "profile" in partial else "the default")]
+    value = getattr(getattr(task, "expand_input", None), "value", None)
+    if isinstance(value, dict) and "profile" in value:
+        mapped = value["profile"]
+        return [(p, ".expand(profile=[...])") for p in mapped] if isinstance(mapped, list | tuple) else []
+    if isinstance(value, list | tuple):
+        given += [
+            (item["profile"], f".expand_kwargs() entry {i}")
+            for i, item in enumerate(value)
+            if isinstance(item, dict) and "profile" in item
+        ]
+    return given
+
+
+def profile_problem(task: Any, platform: Platform) -> str | None:
+    """Why a mapped MLStepOperator names a profile that does not exist, or None.
+
+    An unmapped step checks its profile when it is built (``MLStepOperator.__init__``); a mapped one is built
+    only when it runs, so its ``.partial()`` and literal ``.expand()`` values are checked here, at import.
+    """
+    from sluice.operators import MLStepOperator
+
+    operator_class = getattr(task, "operator_class", None)
+    mapped_step = isinstance(operator_class, type) and issubclass(operator_class, MLStepOperator)
+    if isinstance(task, MLStepOperator) or not mapped_step:
+        return None
+    for profile, where in literal_profiles(task):
+        if isinstance(profile, str) and profile not in platform.profiles:
+            return (
+                f"task {task.dag_id}.{task.task_id}: unknown profile {profile!r} (from {where}); "
+                f"profiles that exist: {', '.join(sorted(platform.profiles))}"
+            )
+    return None
+
+
 def queue_problem(task: Any, platform: Platform, executors: list[str]) -> str | None:
     """Why this task's queue can never run, or None; shared by the policy and ``sluice check``."""
     queue = task.queue
@@ -63,16 +103,51 @@ def queue_problem(task: Any, platform: Platform, executors: list[str]) -> str | 
     return None
 
 
+KUBERNETES_EXECUTOR_PATH = "airflow.providers.cncf.kubernetes.executors.kubernetes_executor.KubernetesExecutor"
+
+
+def kubernetes_executor_spellings() -> set[str]:
+    """Every ``executor`` a task may write that Airflow resolves to the configured KubernetesExecutor.
+
+    ``[core] executor`` entries are ``Name``, ``module.path`` or ``alias:Name-or-path`` (team sections
+    after ``;``), and a task's executor is looked up by alias, then module path, then class name
+    (airflow/executors/executor_loader.py); this applies the same rules. Empty when it is not configured.
+    """
+    from airflow.configuration import conf
+
+    entries: list[tuple[str, str]] = []  # (alias or "", module path)
+    for section in conf.get("core", "executor", fallback="").split(";"):
+        for entry in section.split("=")[-1].split(","):
+            alias, _, target = entry.strip().rpartition(":")
+            if target:
+                path = KUBERNETES_EXECUTOR_PATH if target == KUBERNETES_EXECUTOR else target
+                entries.append((alias or (target if "." not in target else ""), path))
+    aliases = {alias: path for alias, path in entries if alias}
+    paths = {path for _, path in entries}
+    classes = {path.rsplit(".", 1)[-1]: path for _, path in entries}
+    return {
+        name
+        for name in {*aliases, *paths, *classes}
+        if (aliases.get(name) or (name if name in paths else None) or classes.get(name)) == KUBERNETES_EXECUTOR_PATH
+    }
+
+
 def task_policy(task: Any) -> None:
     from airflow.exceptions import AirflowClusterPolicyViolation
 
     platform = current_platform()
     executors = configured_executors()
-    problem = queue_problem(task, platform, executors)
+    problem = queue_problem(task, platform, executors) or profile_problem(task, platform)
     if problem:
         raise AirflowClusterPolicyViolation(problem)
     routed = task.queue == platform.routing.kubernetes_queue
     # Route only to a configured executor: Airflow validates executors before policies run, so a
     # route to a missing one would leave the task scheduled forever. An explicit executor wins.
     if routed and task.executor is None and KUBERNETES_EXECUTOR in executors:
+        task.executor = KUBERNETES_EXECUTOR
+    # Airflow stores a task's executor as written; the pool-load query (KEDA) knows one spelling, so a
+    # module path or custom alias of the KubernetesExecutor would count as Celery load. Same executor,
+    # one spelling: the class name, which Airflow resolves to it whatever alias it is configured under.
+    spellings = kubernetes_executor_spellings() if task.executor else set()
+    if task.executor in spellings and KUBERNETES_EXECUTOR in spellings:
         task.executor = KUBERNETES_EXECUTOR

@@ -37,7 +37,9 @@ class TaskOutcome:
 
     @property
     def cache_state(self) -> str:
-        """hit, miss, off (step opted out or cache disabled), or empty when the task left no result."""
+        """hit, miss, off (step opted out, cache disabled, or no code identity: a mutable image tag without
+        cache_version; the reason is in the result's ``cache.off`` and the task log), or empty when the task
+        left no result."""
         if not self.result:
             return ""
         cache = self.result.get("cache", {})

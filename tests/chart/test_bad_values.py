@@ -51,6 +51,10 @@ CASES = {
     ),
     "a memory quantity that is not one": ({"profiles": {"x": {"memory": "lots"}}}, "/profiles/x/memory"),
     "the latest image tag": ({"images": {"airflow": {"repository": "r/a", "tag": "latest"}}}, "/images/airflow/tag"),
+    "a step image digest that is not one": (
+        {"stepImages": {"ml-steps": {"repository": "r/s", "tag": "1", "digest": "sha256:abc"}}},
+        "/stepImages/ml-steps/digest",
+    ),
     "an unknown executor": ({"executor": "CeleryKubernetesExecutor"}, "/executor"),
     "no database at all": ({"postgresql": {"enabled": False}}, "set data.metadataSecretName"),
     "no broker at all": ({"redis": {"enabled": False}}, "set data.brokerUrlSecretName"),

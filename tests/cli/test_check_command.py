@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 BAD_QUEUE = """
 from datetime import datetime
 from airflow.providers.standard.operators.empty import EmptyOperator
@@ -35,11 +36,11 @@ with DAG("good", schedule=None, start_date=datetime(2026, 1, 1), default_args={"
 """
 
 
-def run_check(folder: Path, home: Path) -> subprocess.CompletedProcess[str]:
+def run_check(folder: Path, home: Path, *options: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
     env["SLUICE_HOME"] = str(home)
     return subprocess.run(
-        [str(Path(sys.executable).parent / "sluice"), "check", str(folder)],
+        [str(Path(sys.executable).parent / "sluice"), "check", str(folder), *options],
         capture_output=True,
         text=True,
         env=env,
@@ -67,3 +68,64 @@ def test_a_clean_folder_exits_0(tmp_path: Path) -> None:
     (folder / "good.py").write_text(GOOD)
     result = run_check(folder, tmp_path / "home")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+ON_KUBERNETES_QUEUE = """
+from datetime import datetime
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+
+with DAG("on_kubernetes", schedule=None, start_date=datetime(2026, 1, 1), default_args={"owner": "t"}):
+    EmptyOperator(task_id="in_a_pod", queue="kubernetes")
+"""
+
+
+def test_an_unknown_profile_in_a_mapped_steps_partial_is_reported(tmp_path: Path) -> None:
+    """Issue 19's reproduction: the example pipeline with train_highmem's profile misspelt."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    pipeline = (REPO / "dags" / "ml_training_pipeline.py").read_text()
+    misspelt = pipeline.replace('queue="highmem", profile="highmem"', 'queue="highmem", profile="no-such-profile"')
+    assert misspelt != pipeline
+    (folder / "ml_training_pipeline.py").write_text(misspelt)
+    result = run_check(folder, tmp_path / "home")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "task ml_training_pipeline.train_highmem: unknown profile 'no-such-profile' (from .partial()); "
+        "profiles that exist: default, gpu, highmem"
+    ) in result.stdout
+
+
+def test_an_import_error_is_one_clear_line_and_its_traceback_only_shows_with_verbose(tmp_path: Path) -> None:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "bad_profile.py").write_text(BAD_PROFILE)
+    quiet = run_check(folder, tmp_path / "home")
+    verbose = run_check(folder, tmp_path / "home", "--verbose")
+    assert "task 'train': unknown profile 'huge'" in quiet.stdout
+    assert "Traceback" not in quiet.stdout + quiet.stderr
+    assert "Traceback" in verbose.stdout + verbose.stderr
+    assert quiet.returncode == verbose.returncode == 1
+
+
+def test_a_kubernetes_queue_passes_for_the_chart_and_is_refused_for_the_stack(tmp_path: Path) -> None:
+    """The stack runs CeleryExecutor alone; the chart adds KubernetesExecutor, which the queue routes to."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "on_kubernetes.py").write_text(ON_KUBERNETES_QUEUE)
+    chart = run_check(folder, tmp_path / "home", "--target", "chart")
+    stack = run_check(folder, tmp_path / "home", "--target", "stack")
+    assert chart.returncode == 0, chart.stdout + chart.stderr
+    assert "for target chart (executor CeleryExecutor,KubernetesExecutor)" in chart.stdout
+    assert stack.returncode == 1, stack.stdout + stack.stderr
+    assert "for target stack (executor CeleryExecutor)" in stack.stdout
+    assert "queue 'kubernetes' routes to the KubernetesExecutor, which is not configured here" in stack.stdout
+
+
+def test_without_target_the_chart_is_checked_and_the_output_says_so(tmp_path: Path) -> None:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "good.py").write_text(GOOD)
+    result = run_check(folder, tmp_path / "home")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every queue and profile exists for target chart" in result.stdout

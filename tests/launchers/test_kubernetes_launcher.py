@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from datetime import datetime
@@ -101,6 +102,44 @@ def test_step_runs_as_a_pod_and_its_result_comes_back_through_the_store(cluster:
     assert pod["metadata"]["labels"]["task_id"] == "train" and pod["metadata"]["labels"]["try_number"] == "1"
     assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "sluice"
     assert any(path.endswith(pod["metadata"]["name"]) for path in cluster.calls("DELETE")), "succeeded pod deleted"
+
+
+def with_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **step_image: str) -> None:
+    """The cluster's platform with the step cache on (the fixture's has it off) and ``step_image`` changes."""
+    platform = json.loads(Path(os.environ["SLUICE_PLATFORM_FILE"]).read_text())
+    platform["artifacts"]["cache"] = {"enabled": True}
+    platform["stepImages"]["ml-steps"].update(step_image)
+    cached = tmp_path / "platform-cached.yaml"
+    cached.write_text(json.dumps(platform))
+    monkeypatch.setenv("SLUICE_PLATFORM_FILE", str(cached))
+
+
+@pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
+def test_a_step_on_a_mutable_tag_is_not_cached_and_its_log_says_why(
+    cluster: KubeStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with_cache(tmp_path, monkeypatch)
+    dag = one_step_dag()
+    first = run_dag_object(dag)
+    again = run_dag_object(dag)
+    assert [first.task("train").cache_state, again.task("train").cache_state] == ["off", "off"]
+    assert len(cluster.created) == 2, "each run ran its pod"
+    assert "cache off: image reg/ml-steps:9.9 is a mutable tag; pin a digest or set cache_version" in "".join(
+        capfd.readouterr()
+    )
+
+
+@pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
+def test_a_step_on_a_digest_pinned_image_is_served_from_the_cache_without_a_pod(
+    cluster: KubeStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = "sha256:" + "9e" * 32
+    with_cache(tmp_path, monkeypatch, digest=digest)
+    dag = one_step_dag()
+    first = run_dag_object(dag)
+    again = run_dag_object(dag)
+    assert [first.task("train").cache_state, again.task("train").cache_state] == ["miss", "hit"]
+    assert [pod["spec"]["containers"][0]["image"] for pod in cluster.created] == [f"reg/ml-steps:9.9@{digest}"]
 
 
 def launch(step_id: str = "train", try_number: int = 1) -> tuple[KubernetesLauncher, StepRun, dict]:

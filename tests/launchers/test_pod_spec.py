@@ -135,3 +135,13 @@ def test_sluice_pod_spec_refuses_a_task_that_is_not_a_step(tmp_path: Path) -> No
     )
     assert proc.returncode == 2
     assert "not an MLStepOperator" in proc.stdout
+
+
+def test_the_step_images_pull_policy_reaches_the_pod(platform) -> None:
+    """``stepImages.<name>.pullPolicy`` is in the chart's schema, so the platform model and the pod honour it."""
+    from sluice.podspec import pod_manifest
+
+    always = platform.model_copy(deep=True)
+    always.step_images["ml-steps"].pull_policy = "Always"
+    pod = pod_manifest("ml_training_pipeline", "join", REPO / "dags", always)
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Always"

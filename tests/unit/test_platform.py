@@ -8,6 +8,7 @@ import pytest
 import yaml
 from sluice.platform import PlatformError, load_platform
 
+REPO = Path(__file__).resolve().parents[2]
 BASE = {
     "pools": [{"name": "default", "queues": ["default"]}],
     "profiles": {"default": {"cpu": "1", "memory": "1Gi"}},
@@ -98,3 +99,27 @@ def test_step_image_short_names_resolve_to_pinned_refs(tmp_path: Path) -> None:
     platform = load(tmp_path, stepImages={"ml-steps": {"repository": "reg/ml-steps", "tag": "1.2.3"}})
     assert platform.image_ref("ml-steps") == "reg/ml-steps:1.2.3"
     assert platform.image_ref("other/image:4") == "other/image:4"
+
+
+def test_a_step_image_digest_pins_its_ref(tmp_path: Path) -> None:
+    """The kubelet then pulls exactly that content, and the step cache keys on it."""
+    digest = "sha256:" + "0a" * 32
+    platform = load(tmp_path, stepImages={"ml-steps": {"repository": "reg/ml-steps", "tag": "1.2.3", "digest": digest}})
+    assert platform.image_ref("ml-steps") == f"reg/ml-steps:1.2.3@{digest}"
+
+
+def test_a_malformed_step_image_digest_is_refused_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(PlatformError, match=r"stepImages\.ml-steps\.digest: String should match pattern"):
+        load(tmp_path, stepImages={"ml-steps": {"repository": "r", "tag": "1", "digest": "sha256:abc"}})
+
+
+def test_step_image_fields_are_the_charts_schema_fields() -> None:
+    """The chart renders stepImages verbatim into platform.yaml: a field the schema allows and the model
+    refuses would break every component's platform load."""
+    import json
+
+    from sluice.platform import StepImage
+
+    schema = json.loads((REPO / "charts" / "sluice" / "values.schema.json").read_text())
+    fields = schema["properties"]["stepImages"]["additionalProperties"]["properties"]
+    assert sorted(fields) == sorted(field.alias for field in StepImage.model_fields.values())

@@ -62,3 +62,37 @@ def test_kubernetes_queue_without_the_kubernetes_executor_is_refused(executors) 
     executors("CeleryExecutor")
     with pytest.raises(AirflowClusterPolicyViolation, match="KubernetesExecutor, which is not configured"):
         policy.task_policy(make_task("kubernetes"))
+
+
+def mapped_step(**partial: object):
+    """A mapped MLStepOperator as the policy sees it at import: .partial() kwargs plus an expand input."""
+    from sluice.operators import MLStepOperator
+
+    expand = partial.pop("expand", None)
+    expand_kwargs = partial.pop("expand_kwargs", None)
+    with DAG("policy_probe", schedule=None, start_date=datetime(2026, 1, 1)):
+        started = MLStepOperator.partial(task_id="train", image="ml-steps", command=["sluice-step", "train"], **partial)
+        if expand_kwargs is not None:
+            return started.expand_kwargs(expand_kwargs)
+        return started.expand(**(expand or {"step_params": [{}]}))
+
+
+def test_a_mapped_steps_unknown_partial_profile_is_refused(executors) -> None:
+    executors("CeleryExecutor,KubernetesExecutor")
+    with pytest.raises(AirflowClusterPolicyViolation, match=r"unknown profile 'huge' \(from \.partial\(\)\)"):
+        policy.task_policy(mapped_step(profile="huge"))
+
+
+def test_a_mapped_steps_unknown_literal_expand_profile_is_refused(executors) -> None:
+    executors("CeleryExecutor,KubernetesExecutor")
+    with pytest.raises(AirflowClusterPolicyViolation, match=r"unknown profile 'huge' \(from \.expand\("):
+        policy.task_policy(mapped_step(expand={"profile": ["default", "huge"]}))
+
+
+def test_a_mapped_steps_unknown_literal_expand_kwargs_profile_is_refused_naming_the_entry(executors) -> None:
+    executors("CeleryExecutor,KubernetesExecutor")
+    entries = [{"profile": "highmem"}, {"profile": "huge"}]
+    with pytest.raises(
+        AirflowClusterPolicyViolation, match=r"unknown profile 'huge' \(from \.expand_kwargs\(\) entry 1\)"
+    ):
+        policy.task_policy(mapped_step(expand_kwargs=entries))

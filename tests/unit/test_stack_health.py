@@ -32,3 +32,16 @@ def test_workers_being_scaled_keep_the_stack_healthy(worker_health: str) -> None
 )
 def test_a_dead_component_or_a_core_one_not_ready_is_unhealthy(component: tuple[str, str]) -> None:
     assert not _status(*CORE_OK, component).healthy
+
+
+def test_a_stopped_stack_is_not_healthy() -> None:
+    """`sluice status` exits 1 after `sluice down`: nothing runs."""
+    stopped = _status(("scheduler", "dead"), ("api-server", "dead"))
+    assert stopped.stopped and not stopped.healthy
+    assert Status(StackConfig(), [], []).stopped
+
+
+def test_restarts_back_off_as_kubernetes_does() -> None:
+    from sluice.stack.supervisor import backoff
+
+    assert [backoff(n) for n in range(7)] == [0, 10, 20, 40, 80, 160, 300]

@@ -48,3 +48,65 @@ def test_stop_kills_the_group_after_the_timeout(tmp_path: Path) -> None:
     time.sleep(0.5)  # let it install its handler
     assert stop(proc, signal.SIGTERM, timeout=1) == "killed after 1 s"
     assert not proc.alive()
+
+
+# A main process that starts a child in its own process group (as a Celery worker starts its log server),
+# prints the child's pid, then waits.
+PARENT_WITH_CHILD = [
+    sys.executable,
+    "-c",
+    "import subprocess, sys, time; "
+    "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    "print(c.pid, flush=True); time.sleep(60)",
+]
+
+
+def _child_of(proc, log: Path) -> int:
+    import time
+
+    for _ in range(100):
+        text = log.read_text().strip()
+        if text:
+            return int(text.splitlines()[0])
+        time.sleep(0.1)
+    raise AssertionError("the child never started")
+
+
+def test_what_a_killed_component_leaves_behind_is_cleared(tmp_path: Path) -> None:
+    """SIGKILL to the main process alone leaves its children running (an orphaned log server holds its port);
+    clear_group ends them, as a container's processes end with it."""
+    import os
+
+    import psutil
+    from sluice.stack.processes import clear_group, wait_gone
+
+    log = tmp_path / "parent.log"
+    proc = spawn("worker default-1", "worker", PARENT_WITH_CHILD, {}, log)
+    child = _child_of(proc, log)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert wait_gone(proc, 10)
+    assert psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE
+    clear_group(proc)
+    psutil.Process(child).wait(timeout=10)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+def test_stop_leaves_no_child_of_the_group_behind(tmp_path: Path) -> None:
+    import psutil
+
+    log = tmp_path / "parent.log"
+    proc = spawn("scheduler", "scheduler", PARENT_WITH_CHILD, {}, log)
+    child = _child_of(proc, log)
+    assert stop(proc, signal.SIGTERM, timeout=10) == "stopped"
+    with pytest.raises(psutil.NoSuchProcess):
+        psutil.Process(child).wait(timeout=10)
+        psutil.Process(child).status()
+
+
+def test_the_last_log_line_is_the_exit_reason(tmp_path: Path) -> None:
+    from sluice.stack.processes import last_line
+
+    log = tmp_path / "api-server.log"
+    log.write_text("starting\nOSError: [Errno 98] Address already in use\n\n")
+    assert last_line(log) == "OSError: [Errno 98] Address already in use"
+    assert last_line(tmp_path / "missing.log") == ""

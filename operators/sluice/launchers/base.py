@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sluice.code_identity import CodeIdentity
 from sluice.platform import Profile
 
 
@@ -27,9 +28,14 @@ class StepRun:
     profile: Profile
     artifact_prefix: str
     labels: dict[str, str] = field(default_factory=dict)
+    image_pull_policy: str | None = None
 
 
 class Launcher(Protocol):
+    def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
+        """What names the code this launcher would run for the step (the step cache keys on it;
+        ``sluice.code_identity`` has each launcher's rule). A value of None turns caching off for the step."""
+
     def run(self, step: StepRun, log: logging.Logger, context: Any | None = None) -> None:
         """Run the step to completion; raise StepFailed with the step's own error on failure."""
 

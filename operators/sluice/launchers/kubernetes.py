@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes.client import models as k8s
 
+from sluice.code_identity import CodeIdentity, of_image
 from sluice.launchers.base import StepFailed, StepRun
 from sluice.platform import Platform, Profile
 
@@ -85,6 +86,7 @@ def pod_operator(step: StepRun, platform: Platform) -> Any:
         random_name_suffix=True,
         namespace=launcher.namespace or None,
         image=step.image,
+        image_pull_policy=step.image_pull_policy,
         cmds=step.command[:1],
         arguments=step.command[1:],
         env_vars=dict(sorted(step.env.items())),
@@ -156,6 +158,10 @@ class KubernetesLauncher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self._operator: Any = None
+
+    def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
+        """The image: its digest, or its tag with the step's explicit cache_version; else no caching."""
+        return of_image(step.image, cache_version)
 
     def run(self, step: StepRun, log: logging.Logger, context: Any | None = None) -> None:
         if context is None:

@@ -22,6 +22,7 @@ from typing import IO, Any
 import psutil
 from kubernetes.utils.quantity import parse_quantity
 
+from sluice.code_identity import CodeIdentity, of_local_command
 from sluice.launchers.base import StepFailed, StepRun
 from sluice.platform import Platform
 
@@ -54,6 +55,11 @@ class LocalLauncher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self._proc: subprocess.Popen[str] | None = None
+
+    def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
+        """What the step's command resolves to on this machine, with the PATH the step gets (see
+        sluice.code_identity): the step package's sources for ``sluice-step``, so an edited step runs again."""
+        return of_local_command(step.command, self._env(step, 1)["PATH"])
 
     def _env(self, step: StepRun, cpus: int) -> dict[str, str]:
         env = dict(os.environ)

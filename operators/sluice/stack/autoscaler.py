@@ -6,22 +6,22 @@ pool's stabilization window (its cooldown period before going to zero) and remov
 ``podsPerPeriod`` workers per ``periodSeconds``. Unlike a ReplicaSet, it can see which worker is idle, so it
 stops idle workers only, and with a warm shutdown.
 
-Run as ``python -m sluice.stack.autoscaler <stack home>`` (``sluice up --autoscale`` starts it).
+``sluice up --autoscale`` runs it inside the stack's supervisor process (``sluice.stack.supervisor``).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sluice.platform import Pool
 from sluice.scaling import desired_replicas, pool_load_sql
 
-log = logging.getLogger("sluice.autoscaler")
+if TYPE_CHECKING:
+    from sluice.stack.local import LocalStack
+
+log = logging.getLogger("sluice.supervisor.autoscaler")
 
 
 @dataclass
@@ -74,12 +74,9 @@ def decide(
 
 
 class Autoscaler:
-    def __init__(self, home: Path) -> None:
-        from sluice.stack.local import LocalStack
-
-        self.stack = LocalStack(home)
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
         self.memory: dict[str, PoolMemory] = {}
-        self.stopping = False
 
     def running_on(self, conn: object, names: list[str]) -> set[str]:
         """Workers that the metadata DB says are running a task (the second opinion on idleness)."""
@@ -130,29 +127,3 @@ class Autoscaler:
                         self.stack.drain_worker(proc)
         finally:
             engine.dispose()
-
-    def run(self, tick: float = 0.5) -> None:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        log.info("autoscaler started for %s", self.stack.home)
-        while not self.stopping:
-            try:
-                self.poll_once(time.monotonic())
-            except Exception:  # a DB or broker hiccup must not end autoscaling
-                log.exception("autoscaler poll failed; retrying")
-            time.sleep(tick)
-        log.info("autoscaler stopped; workers keep running until `sluice down`")
-
-    def _stop(self, *_: object) -> None:
-        self.stopping = True
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m sluice.stack.autoscaler <stack home>")
-    Autoscaler(Path(sys.argv[1])).run()
-
-
-if __name__ == "__main__":
-    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,11 +13,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sluice.platform import PlatformError, repo_root, sluice_home
-from sluice.stack.config import StackConfig
+from sluice.stack.config import DEFAULT_BROKER_URL, DEFAULT_DB_URL, StackConfig
 from sluice.stack.errors import StackError
 from sluice.stack.local import LocalStack, Status
 
-console = Console()
+# Not on a terminal (a log, CI, a pipe): wide enough that tables are not cut to 80 columns.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 DEFAULT_DAGS = repo_root() / "dags"
 HEALTH_STYLE = {"healthy": "green", "dead": "red"}
 
@@ -30,10 +32,20 @@ HomeOption = Annotated[Path, typer.Option("--home", help="where the stack keeps 
 
 def up(
     home: HomeOption = None,  # type: ignore[assignment]
-    db_url: Annotated[str, typer.Option(help="PostgreSQL for the metadata DB (created if missing)")] = (
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/sluice"
-    ),
-    broker_url: Annotated[str, typer.Option(help="Redis for Celery")] = "redis://127.0.0.1:6379/0",
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            help=f"PostgreSQL for the metadata DB (created if missing). Default {DEFAULT_DB_URL}, or a throwaway "
+            "server when nothing answers there; a URL you give must answer"
+        ),
+    ] = None,
+    broker_url: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Redis for Celery. Default {DEFAULT_BROKER_URL}, or a throwaway server when nothing answers "
+            "there; a URL you give must answer"
+        ),
+    ] = None,
     dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs")] = DEFAULT_DAGS,
     api_port: Annotated[int, typer.Option(help="port of the API server and UI")] = 8080,
     autoscale: Annotated[bool, typer.Option(help="start and stop each pool's workers with its load")] = False,
@@ -42,8 +54,10 @@ def up(
     """Start Airflow (api-server, scheduler, dag-processor, triggerer) and one Celery worker per pool."""
     stack = LocalStack(home or default_home())
     config = StackConfig(
-        db_url=db_url,
-        broker_url=broker_url,
+        db_url=db_url or DEFAULT_DB_URL,
+        broker_url=broker_url or DEFAULT_BROKER_URL,
+        fallback_db=db_url is None,
+        fallback_broker=broker_url is None,
         dags_folder=str(dags_folder.resolve()),
         platform_file=str(Path(os.environ["SLUICE_PLATFORM_FILE"]).resolve())
         if os.environ.get("SLUICE_PLATFORM_FILE")
@@ -86,6 +100,9 @@ def status(home: HomeOption = None) -> None:  # type: ignore[assignment]
     except StackError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
+    if current.stopped:
+        console.print(f"[red]the local stack in {stack.home} is stopped[/]: start it with `sluice up`")
+        raise typer.Exit(1)
     _print_status(current)
     if not current.healthy:
         raise typer.Exit(1)
@@ -106,12 +123,27 @@ def down(home: HomeOption = None) -> None:  # type: ignore[assignment]
 
 def _print_status(status: Status) -> None:
     components = Table(title="components")
-    for column in ("component", "pid", "health", "log"):
+    for column in ("component", "pid", "health", "restarts", "last exit", "log"):
         components.add_column(column, overflow="fold")
     for comp in status.components:
         style = HEALTH_STYLE.get(comp.health.split(":")[0], "yellow")
-        components.add_row(comp.name, str(comp.pid), f"[{style}]{comp.health}[/]", comp.log)
+        restarts = str(comp.restarts) if comp.restarts else ""
+        components.add_row(comp.name, str(comp.pid), f"[{style}]{comp.health}[/]", restarts, comp.last_exit, comp.log)
     console.print(components)
+    if status.import_errors:
+        errors = Table(title="[red]DAG files that do not import[/]")
+        for column in ("file", "error"):
+            errors.add_column(column, overflow="fold")
+        for path, error in status.import_errors:
+            errors.add_row(path, error)
+        console.print(errors)
+    if status.events:
+        events = Table(title="why tries failed or were re-queued (last hour, from the scheduler)")
+        for column in ("when", "event", "task", "run", "why"):
+            events.add_column(column, overflow="fold")
+        for event in status.events:
+            events.add_row(*(event[k] for k in ("when", "event", "task", "run", "why")))
+        console.print(events)
     pools = Table(title=f"pools ({'autoscaled' if status.config.autoscale else 'one worker each'})")
     for column in ("pool", "queues", "concurrency", "queued", "running", "desired", "workers", "min–max"):
         pools.add_column(column)

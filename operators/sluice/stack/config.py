@@ -21,12 +21,17 @@ RECOVERY_KEYS = {
     "taskQueuedTimeout": "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT",
     "schedulerHealthCheckThreshold": "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD",
 }
-# How often the scheduler looks for such tasks; not chart values (Airflow's defaults suit a cluster).
+# How often the scheduler looks for such tasks; not chart values (Airflow's defaults suit a cluster). A new
+# DAG file (or one that stopped importing) shows within 10 s instead of Airflow's 5 minutes: the local loop.
 LOCAL_CHECK_INTERVALS = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
 }
+# The chart's ``celery`` values the stack shares: Redis hands an unacknowledged task to another worker after
+# the visibility timeout (the chart's 6 h, not Celery's 24 h default).
+CELERY_KEYS = {"visibilityTimeout": "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"}
 
 
 def chart_settings(section: str, keys: dict[str, str]) -> dict[str, str]:
@@ -44,7 +49,7 @@ def _env_value(value: object) -> str:
 
 
 def recovery_settings() -> dict[str, str]:
-    return chart_settings("recovery", RECOVERY_KEYS) | LOCAL_CHECK_INTERVALS
+    return chart_settings("recovery", RECOVERY_KEYS) | chart_settings("celery", CELERY_KEYS) | LOCAL_CHECK_INTERVALS
 
 
 # The chart's ``tuning`` values → Airflow settings (measured in bench/throughput.py; docs/performance.md).
@@ -67,11 +72,18 @@ def tuning_settings(tuning: str) -> dict[str, str]:
     return chart_settings("tuning", TUNING_KEYS)
 
 
+DEFAULT_DB_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/sluice"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+
+
 class StackConfig(BaseModel):
     """Everything ``sluice up`` was asked for; stored so status, down and the autoscaler agree."""
 
-    db_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/sluice"
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    db_url: str = DEFAULT_DB_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    # Start a throwaway server when nothing answers at the URL: only for URLs the user did not name.
+    fallback_db: bool = True
+    fallback_broker: bool = True
     dags_folder: str = str(repo_root() / "dags")
     platform_file: str | None = None
     api_host: str = "127.0.0.1"
@@ -130,6 +142,11 @@ def write_password_file(airflow_home: Path, password: str) -> Path:
     return target
 
 
+# CeleryExecutor alone: there is no Kubernetes API on a laptop (the chart adds KubernetesExecutor).
+# `sluice check --target stack` checks DAGs against it.
+EXECUTOR = "CeleryExecutor"
+
+
 def airflow_env(config: StackConfig, home: Path, creds: Secrets) -> dict[str, str]:
     """The environment of every component: same executor, DB, broker, secrets and platform everywhere."""
     airflow_home = home / "airflow"
@@ -143,8 +160,7 @@ def airflow_env(config: StackConfig, home: Path, creds: Secrets) -> dict[str, st
             "SLUICE_LAUNCHER": "local",
             "SLUICE_ARTIFACT_ROOT": config.artifact_root or str(home / "artifacts"),
             "SLUICE_DEMO_DATA": str(home / "demo-data"),  # written by `sluice up` for the example DAGs
-            # CeleryExecutor alone: there is no Kubernetes API on a laptop (the chart adds KubernetesExecutor).
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
             "AIRFLOW__CORE__DAGS_FOLDER": config.dags_folder,
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__FERNET_KEY": creds.fernet_key,
@@ -172,15 +188,25 @@ def airflow_env(config: StackConfig, home: Path, creds: Secrets) -> dict[str, st
     return env
 
 
-def _stable_port(home: Path, name: str) -> int:
-    """A free port chosen once per stack home (kept across restarts of the component)."""
+def _stable_port(home: Path, name: str, renew: bool = False) -> int:
+    """A free port chosen once per stack home (kept across restarts of the component); ``renew`` picks a new
+    one (``sluice up`` does when something else took it since)."""
     from sluice.stack.services import free_port
 
     ports_file = home / "ports.json"
     ports = json.loads(ports_file.read_text()) if ports_file.exists() else {}
-    if name not in ports:
+    if name not in ports or renew:
         ports[name] = free_port()
         tmp = ports_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(ports))
         tmp.replace(ports_file)
     return int(ports[name])
+
+
+def stable_ports(home: Path) -> dict[str, int]:
+    """The components' ports chosen once per home (today: the triggerer's log server)."""
+    return {"triggerer": _stable_port(home, "triggerer")}
+
+
+def renew_port(home: Path, name: str) -> int:
+    return _stable_port(home, name, renew=True)

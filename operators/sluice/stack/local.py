@@ -18,15 +18,36 @@ from sluice.embedded import write_local_settings
 from sluice.platform import Pool
 from sluice.runs import write_demo_data
 from sluice.stack import services
-from sluice.stack.config import Secrets, StackConfig, airflow_command, airflow_env, write_password_file
+from sluice.stack.config import (
+    Secrets,
+    StackConfig,
+    airflow_command,
+    airflow_env,
+    renew_port,
+    stable_ports,
+    write_password_file,
+)
 from sluice.stack.errors import StackError
-from sluice.stack.processes import Proc, signal_proc, spawn, stop
+from sluice.stack.processes import Proc, clear_group, signal_proc, spawn, stop
 from sluice.stack.state import StackState, StateFile
 
 Progress = Callable[[str], None]
 CORE = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH_TIMEOUT = 240.0
-STOP_ORDER = ("autoscaler", "worker", "scheduler", "triggerer", "dag-processor", "api-server", "redis", "postgres")
+# The supervisor first, so that nothing it watches is restarted while the stack stops.
+STOP_ORDER = (
+    "supervisor",
+    "autoscaler",
+    "worker",
+    "scheduler",
+    "triggerer",
+    "dag-processor",
+    "api-server",
+    "redis",
+    "postgres",
+)
+# Task-instance events the scheduler records that explain a failed or re-queued try (`sluice status` shows them).
+EVENTS = ("heartbeat timeout", "stuck in queued reschedule", "stuck in queued tries exceeded", "state mismatch")
 
 
 def _quiet(_: str) -> None:
@@ -51,6 +72,8 @@ class ComponentStatus:
     alive: bool
     health: str  # healthy | unhealthy | starting | draining | stopped | dead, with a reason after a colon
     log: str
+    restarts: int = 0
+    last_exit: str = ""
 
     @property
     def ok(self) -> bool:
@@ -65,10 +88,16 @@ class Status:
     config: StackConfig
     components: list[ComponentStatus]
     pools: list[PoolStatus]
+    import_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, last line of the error)
+    events: list[dict[str, str]] = field(default_factory=list)  # recent EVENTS, newest first
+
+    @property
+    def stopped(self) -> bool:
+        return not any(c.alive for c in self.components)
 
     @property
     def healthy(self) -> bool:
-        return all(c.ok for c in self.components)
+        return not self.stopped and all(c.ok for c in self.components)
 
 
 class LocalStack:
@@ -103,6 +132,7 @@ class LocalStack:
                 f"a local stack is already running in {self.home} ({names}): `sluice status` or `sluice down`"
             )
         platform = config.platform()  # a bad platform file fails here, before anything starts
+        self._check_ports(config)
         config = config.model_copy()
         state = StackState(config=config)
         if self.state_file.exists():
@@ -139,20 +169,31 @@ class LocalStack:
             for _ in range(count):
                 progress(f"starting a worker for pool {pool.name}")
                 self.start_worker(pool)
-        if config.autoscale:
-            progress("starting the autoscaler")
-            with self.state_file.editing() as current:
-                current.procs.append(
-                    spawn(
-                        "autoscaler",
-                        "autoscaler",
-                        [sys.executable, "-m", "sluice.stack.autoscaler", str(self.home)],
-                        env,
-                        self.home / "logs" / "autoscaler.log",
-                    )
+        progress("starting the supervisor" + (" and autoscaler" if config.autoscale else ""))
+        with self.state_file.editing() as current:
+            current.procs.append(
+                spawn(
+                    "supervisor",
+                    "supervisor",
+                    [sys.executable, "-m", "sluice.stack.supervisor", str(self.home)],
+                    env,
+                    self.home / "logs" / "supervisor.log",
                 )
+            )
         self.wait_healthy(progress)
         return self.state()
+
+    def _check_ports(self, config: StackConfig) -> None:
+        """Refuse to start next to something that holds our ports: a component that dies on "address in use"
+        while another process answers its port would look healthy."""
+        if not services.port_free(config.api_host, config.api_port):
+            raise StackError(
+                f"port {config.api_port} on {config.api_host} is in use ({services.holder(config.api_port)}): "
+                "stop that process, or start with --api-port set to a free port"
+            )
+        for name, port in stable_ports(self.home).items():
+            if not services.port_free("0.0.0.0", port):
+                renew_port(self.home, name)  # chosen by the stack, so another free one will do
 
     def _save(self, state: StackState) -> None:
         with self.state_file.locked():
@@ -167,6 +208,11 @@ class LocalStack:
         if services.postgres_answers(url):
             services.ensure_database(url)
             return url
+        if not state.config.fallback_db:
+            raise StackError(
+                f"no PostgreSQL answers at {_redacted(url)} (--db-url): start it or fix the URL; "
+                "without --db-url, `sluice up` starts a throwaway server when none answers"
+            )
         progress(f"no PostgreSQL answers at {url.split('@')[-1]}: starting a throwaway server")
         endpoint = services.start_postgres(self.home / "services" / "postgres", services.free_port(), env)
         state.procs.append(endpoint.proc)  # type: ignore[arg-type]
@@ -177,6 +223,11 @@ class LocalStack:
     def _broker(self, url: str, state: StackState, env: dict[str, str], progress: Progress) -> str:
         if services.redis_answers(url):
             return url
+        if not state.config.fallback_broker:
+            raise StackError(
+                f"no Redis answers at {_redacted(url)} (--broker-url): start it or fix the URL; "
+                "without --broker-url, `sluice up` starts a throwaway server when none answers"
+            )
         progress(f"no Redis answers at {url}: starting a throwaway server")
         endpoint = services.start_redis(self.home / "services" / "redis", services.free_port(), env)
         state.procs.append(endpoint.proc)  # type: ignore[arg-type]
@@ -192,32 +243,54 @@ class LocalStack:
     def start_worker(self, pool: Pool) -> Proc:
         """One Celery worker for ``pool``: its queues, its concurrency, its own log-server port."""
         with self.state_file.editing() as state:
-            name = state.next_worker_name(pool.name)
-            env = self.env(state.config)
-            port = services.free_port()
-            env.update(
-                {
-                    "SLUICE_WORKER_NAME": name,
-                    "SLUICE_POOL": pool.name,
-                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port),
-                }
-            )
-            argv = [*airflow_command(), "celery", "worker", "--queues", ",".join(pool.queues)]
-            argv += ["--concurrency", str(pool.concurrency), "--celery-hostname", celery_hostname(name)]
-            proc = spawn(
-                f"worker {name}",
-                "worker",
-                argv,
-                env,
-                self.home / "logs" / f"worker-{name}.log",
-                cwd=self.home,
-                pool=pool.name,
-                worker=name,
-                log_server_port=port,
-                grace=pool.termination_grace_period_seconds,
-            )
+            proc = self._spawn_worker(state.config, pool, state.next_worker_name(pool.name))
             state.procs.append(proc)
         return proc
+
+    def _spawn_worker(self, config: StackConfig, pool: Pool, name: str) -> Proc:
+        env = self.env(config)
+        port = services.free_port()
+        env.update(
+            {
+                "SLUICE_WORKER_NAME": name,
+                "SLUICE_POOL": pool.name,
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port),
+            }
+        )
+        argv = [*airflow_command(), "celery", "worker", "--queues", ",".join(pool.queues)]
+        argv += ["--concurrency", str(pool.concurrency), "--celery-hostname", celery_hostname(name)]
+        return spawn(
+            f"worker {name}",
+            "worker",
+            argv,
+            env,
+            self.home / "logs" / f"worker-{name}.log",
+            cwd=self.home,
+            pool=pool.name,
+            worker=name,
+            log_server_port=port,
+            grace=pool.termination_grace_period_seconds,
+        )
+
+    def respawn(self, proc: Proc, config: StackConfig) -> Proc:
+        """Start a component that died again, as it was (same name, pool, port, data), with what is left of
+        its old process group killed first. The caller records it in the state."""
+        clear_group(proc)
+        if proc.kind in CORE:
+            new = self._spawn_core(proc.kind, self.env(config), config)
+        elif proc.kind == "worker":
+            pool = next(p for p in config.platform().pools if p.name == proc.extra["pool"])
+            new = self._spawn_worker(config, pool, proc.extra["worker"])
+        elif proc.kind == "redis":
+            new = services.start_redis(Path(proc.log).parent / "redis", int(proc.extra["port"]), self.env(config)).proc
+        elif proc.kind == "postgres":
+            directory = Path(proc.log).parent / "postgres"
+            new = services.start_postgres(directory, int(proc.extra["port"]), self.env(config)).proc
+        else:
+            raise StackError(f"no way to restart {proc.kind} {proc.name}")
+        assert new is not None
+        new.extra.update({k: v for k, v in proc.extra.items() if k in ("restarts", "last_exit")})
+        return new
 
     def drain_worker(self, proc: Proc) -> None:
         """Warm shutdown: the worker stops taking tasks, finishes its running ones, then exits."""
@@ -229,9 +302,9 @@ class LocalStack:
             proc.process().send_signal(signal.SIGTERM)  # type: ignore[union-attr]
 
     def forget_exited(self) -> list[Proc]:
-        """Drop workers that have exited (drained, crashed or killed) from the record."""
+        """Drop workers that exited after a warm shutdown from the record (the supervisor restarts the rest)."""
         with self.state_file.editing() as state:
-            gone = [p for p in state.workers() if not p.alive()]
+            gone = [p for p in state.workers() if p.extra.get("draining") and not p.alive()]
             for proc in gone:
                 state.remove(proc)
         return gone
@@ -260,7 +333,8 @@ class LocalStack:
     def status(self) -> Status:
         state = self.state()
         config = state.config
-        health = self._api_health(config)
+        api = state.find("api-server")
+        health = self._api_health(config, api)
         pongs = self._pings([p.extra["worker"] for p in state.workers() if p.alive()])
         components = []
         for proc in state.procs:
@@ -275,8 +349,45 @@ class LocalStack:
                     verdict = "draining: warm shutdown"
             else:
                 verdict = "healthy"
-            components.append(ComponentStatus(proc.name, proc.kind, proc.pid, alive, verdict, proc.log))
-        return Status(config, components, self.pool_status(state))
+            restarts, last_exit = int(proc.extra.get("restarts", 0)), str(proc.extra.get("last_exit", ""))
+            components.append(
+                ComponentStatus(proc.name, proc.kind, proc.pid, alive, verdict, proc.log, restarts, last_exit)
+            )
+        if not any(c.alive for c in components):
+            return Status(config, components, [])
+        import_errors, events = self._dag_problems(config)
+        return Status(config, components, self.pool_status(state), import_errors, events)
+
+    def _dag_problems(self, config: StackConfig) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
+        """DAG files that do not import, and the scheduler's recent explanations of failed or re-queued tries
+        (a worker that died leaves a task log that just stops; the reason is here)."""
+        import sqlalchemy as sa
+
+        engine = _engine(config.db_url)
+        try:
+            with engine.connect() as conn:
+                errors = conn.execute(sa.text("SELECT filename, stacktrace FROM import_error ORDER BY filename")).all()
+                query = sa.text(
+                    "SELECT dttm, event, dag_id, task_id, run_id, try_number, extra FROM log "
+                    "WHERE event IN :events AND dttm > now() - interval '1 hour' ORDER BY dttm DESC LIMIT 10"
+                ).bindparams(sa.bindparam("events", expanding=True))
+                rows = conn.execute(query, {"events": list(EVENTS)}).all()
+        except sa.exc.SQLAlchemyError:
+            return [], []
+        finally:
+            engine.dispose()
+        import_errors = [(f, (trace or "").strip().splitlines()[-1] if trace else "") for f, trace in errors]
+        events = [
+            {
+                "when": f"{row.dttm:%H:%M:%S}",
+                "event": row.event,
+                "task": f"{row.dag_id}.{row.task_id} try {row.try_number}",
+                "run": row.run_id or "",
+                "why": (row.extra or "").split(". See ")[0],
+            }
+            for row in rows
+        ]
+        return import_errors, events
 
     def pool_status(self, state: StackState | None = None) -> list[PoolStatus]:
         from sluice.scaling import desired_replicas, pool_load_sql, pool_state_counts_sql
@@ -307,7 +418,16 @@ class LocalStack:
             engine.dispose()
         return result
 
-    def _api_health(self, config: StackConfig) -> dict[str, str]:
+    def _api_health(self, config: StackConfig, api: Proc | None) -> dict[str, str]:
+        """Health from our own api-server only: another process answering its port says nothing about us."""
+        live = api.process() if api else None
+        if live is None:
+            return {}
+        listening = services.listeners(config.api_port)
+        ours = {live.pid, *(child.pid for child in live.children(recursive=True))}
+        if listening and not listening & ours:
+            who = services.holder(config.api_port)
+            return {"api-server": f"unhealthy: port {config.api_port} is answered by {who}, not this stack"}
         try:
             body = httpx.get(f"{config.api_url}/api/v2/monitor/health", timeout=5).json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -361,10 +481,11 @@ class LocalStack:
             procs = self.state().of_kind(kind)
             sig = services.STOP_SIGNAL.get(kind, signal.SIGTERM)
             signalled = {proc.name for proc in procs if signal_proc(proc, sig)}  # all at once, then wait
+            spare = frozenset(p.pid for p in self.state().procs)
             for proc in procs:
                 progress(f"stopping {proc.name}")
                 timeout = float(proc.extra.get("grace", 60)) if kind == "worker" else 60.0
-                outcomes.append((proc.name, stop(proc, sig, timeout, signalled=proc.name in signalled)))
+                outcomes.append((proc.name, stop(proc, sig, timeout, signalled=proc.name in signalled, spare=spare)))
             with self.state_file.editing() as state:
                 for proc in procs:
                     state.remove(proc)
@@ -372,25 +493,32 @@ class LocalStack:
 
     # ---- faults (tests and operators) ------------------------------------------------------------
     def restart(self, name: str, sig: signal.Signals = signal.SIGKILL) -> Proc:
-        """Kill one component and start it again with the same settings (the fault tests use this)."""
+        """Stop one component and start it again with the same settings (the fault tests use this); the
+        supervisor does the same, unasked, for a component that died."""
         state = self.state()
         proc = state.find(name)
         if proc is None:
             raise StackError(f"no component {name!r} in this stack")
-        stop(proc, sig, timeout=30)
-        config = state.config
-        if proc.kind == "redis":
-            endpoint = services.start_redis(Path(proc.log).parent / "redis", int(proc.extra["port"]), self.env(config))
-            new = endpoint.proc
-        elif proc.kind in CORE:
-            new = self._spawn_core(proc.kind, self.env(config), config)
-        else:
-            raise StackError(f"restart supports core components and redis, not {proc.kind}")
-        assert new is not None
+        with self.state_file.editing() as current:  # the supervisor must not restart it meanwhile
+            found = current.find(name)
+            if found is not None:
+                found.extra["restarting"] = True
+        stop(proc, sig, timeout=30, spare=frozenset(p.pid for p in state.procs))
+        new = self.respawn(proc, state.config)
         with self.state_file.editing() as current:
             current.remove(proc)
             current.procs.append(new)
         return new
+
+
+def _redacted(url: str) -> str:
+    """A connection URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
 
 
 def celery_hostname(worker: str) -> str:

@@ -96,12 +96,21 @@ def wait_gone(proc: Proc, timeout: float) -> bool:
     return not proc.alive()
 
 
-def stop(proc: Proc, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0, signalled: bool = False) -> str:
-    """Ask the process to stop; after ``timeout`` kill its whole process group. Returns what happened."""
+def stop(
+    proc: Proc,
+    sig: signal.Signals = signal.SIGTERM,
+    timeout: float = 30.0,
+    signalled: bool = False,
+    spare: frozenset[int] = frozenset(),
+) -> str:
+    """Ask the process to stop; after ``timeout`` kill its whole process group. Returns what happened.
+
+    ``spare``: pids of other components, which the supervisor's restarts make its children: they are stopped
+    in their own turn, warmly, not killed as its leftovers."""
     live = proc.process()
     if live is None:
         return "stopped" if signalled else "not running"
-    children = live.children(recursive=True)
+    children = [c for c in live.children(recursive=True) if c.pid not in spare]
     if not signalled:
         live.send_signal(sig)
     if wait_gone(proc, timeout):
@@ -113,7 +122,36 @@ def stop(proc: Proc, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0
     for child in children:  # leftovers that left the group (uvicorn workers, supervisors)
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
+    clear_group(proc)
     return outcome
+
+
+def clear_group(proc: Proc) -> None:
+    """Kill what is left of a component whose main process is gone (its log server, bundle clean-up, task
+    processes): a container's processes end with it. Each component leads its own process group."""
+    if proc.alive():
+        return
+    for other in psutil.process_iter(["pid", "create_time"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            # group members started after our leader; a recycled pid leading a new group is not ours
+            if (
+                other.pid != proc.pid
+                and os.getpgid(other.pid) == proc.pid
+                and other.info["create_time"] >= proc.create_time - 0.05
+            ):
+                other.kill()
+
+
+def last_line(log: str | Path, limit: int = 200) -> str:
+    """The last non-empty line of a log (what a component said before it exited), shortened."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            lines = [line.strip() for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""
 
 
 def _kill_group(pid: int) -> None:

@@ -39,6 +39,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_free(host: str, port: int) -> bool:
+    """Nothing listens on ``host:port`` (so a component started there will not die on "address in use")."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def listeners(port: int) -> set[int]:
+    """Pids listening on ``port`` that this user may see (empty when none, or when they are another user's)."""
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return set()
+    return {c.pid for c in conns if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+
+
+def holder(port: int) -> str:
+    """Who listens on ``port``, for an error message."""
+    import psutil
+
+    for pid in sorted(listeners(port)):
+        try:
+            return f"pid {pid}, {' '.join(psutil.Process(pid).cmdline())[:80]}"
+        except psutil.Error:
+            continue
+    return "another process"
+
+
 def _libpq_url(url: str) -> str:
     """``postgresql+psycopg2://...`` → ``postgresql://...`` for psycopg2."""
     parts = urlsplit(url)

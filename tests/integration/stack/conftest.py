@@ -7,6 +7,7 @@ never collide with each other or with services already on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -80,18 +81,18 @@ def stack_dags(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def local_stack(pg_server, stack_dags: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    home = tmp_path_factory.mktemp("stack") / "stack"
+@contextlib.contextmanager
+def started_stack(pg_server, dags: Path, home: Path, autoscale: bool, probes: tuple[str, ...]) -> Iterator[Running]:
+    """A stack on its own database and a throwaway Redis, with ``probes`` parsed and unpaused; stopped after."""
     with fresh_database(pg_server, "sluice_stack") as db_url:
         stack = LocalStack(home)
         config = StackConfig(
             db_url=db_url,
             broker_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing answers: the stack starts its own
-            dags_folder=str(stack_dags),
+            dags_folder=str(dags),
             platform_file=str(HERE / "platform.yaml"),
             api_port=free_port(),
-            autoscale=True,
+            autoscale=autoscale,
             airflow_env=TEST_RECOVERY,
         )
         started = time.monotonic()
@@ -100,7 +101,7 @@ def local_stack(pg_server, stack_dags: Path, tmp_path_factory: pytest.TempPathFa
             up_seconds = time.monotonic() - started
             print(f"local stack healthy in {up_seconds:.1f} s")
             api = AirflowApi(config.api_url, "admin", stack.secrets().admin_password)
-            for dag_id in ("probe_failure", "probe_sleep", "probe_chain", "probe_highmem"):
+            for dag_id in probes:
                 api.wait_for_dag(dag_id)
                 api.unpause(dag_id)
             yield Running(stack, api, db_url, up_seconds)
@@ -109,3 +110,12 @@ def local_stack(pg_server, stack_dags: Path, tmp_path_factory: pytest.TempPathFa
             print("down:", outcomes)
             leftovers = [p.name for p in stack.state().procs if p.alive()] if stack.state_file.exists() else []
             assert not leftovers, f"sluice down left {leftovers} running"
+
+
+@pytest.fixture(scope="session")
+def local_stack(pg_server, stack_dags: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The autoscaled stack most tests share."""
+    home = tmp_path_factory.mktemp("stack") / "stack"
+    probes = ("probe_failure", "probe_sleep", "probe_chain", "probe_highmem")
+    with started_stack(pg_server, stack_dags, home, autoscale=True, probes=probes) as running:
+        yield running

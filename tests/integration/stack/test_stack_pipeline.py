@@ -64,7 +64,7 @@ def test_stack_comes_up_healthy_with_its_pools(local_stack: Running) -> None:
     status = local_stack.stack.status()
     assert status.healthy, [(c.name, c.health) for c in status.components]
     kinds = {c.kind for c in status.components}
-    assert {"api-server", "scheduler", "dag-processor", "triggerer", "worker", "autoscaler", "redis"} <= kinds
+    assert {"api-server", "scheduler", "dag-processor", "triggerer", "worker", "supervisor", "redis"} <= kinds
     assert [p.pool.name for p in status.pools] == [p.name for p in PLATFORM.pools]
 
 

@@ -46,6 +46,6 @@ def test_scale_in_stops_the_idle_worker_never_the_busy_one(local_stack: Running)
     assert run["state"] == "success"
     tries = local_stack.api.tries("probe_sleep", run_id, "nap", map_index=0)
     assert [(t["try_number"], t["state"], t["hostname"]) for t in tries] == [(1, "success", busy)]
-    log = (local_stack.stack.home / "logs" / "autoscaler.log").read_text()
+    log = (local_stack.stack.home / "logs" / "supervisor.log").read_text()
     assert "gets a warm shutdown" in log
     assert f"idle worker {busy} gets a warm shutdown" not in log

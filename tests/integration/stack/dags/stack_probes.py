@@ -85,3 +85,14 @@ with DAG("probe_highmem", schedule=None, start_date=START, catchup=False):
         time.sleep(2)
 
     heavy()
+
+
+with DAG("probe_four", schedule=None, start_date=START, catchup=False):
+    # Four independent tasks, taken by one worker at once (the default pool's concurrency in the tests).
+    for index in range(4):
+
+        @task(task_id=f"short_{index}", retries=0)
+        def short() -> None:
+            time.sleep(1)
+
+        short()

@@ -1,0 +1,65 @@
+"""The step cache keys on the code that runs: an edited step runs again, a reverted one is a hit again.
+
+Issue 19's reproduction, on a copy of the step package (the repository's sources are never touched): the
+copy is put first on the import path of this process and of the step processes, so ``sluice-step`` runs it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from airflow.sdk import DAG
+from sluice.operators import MLStepOperator
+from sluice.runs import RunOutcome, run_dag_object
+
+STEPS_PACKAGE = Path(__file__).resolve().parents[2] / "images" / "ml-steps" / "sluice_steps"
+EDIT_MARK = "def run(ctx: StepContext) -> None:\n"
+_ids = itertools.count()
+
+
+@pytest.fixture
+def step_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of ``sluice_steps`` that ``sluice-step`` imports, and a fresh cache for this test."""
+    root = tmp_path / "src"
+    shutil.copytree(STEPS_PACKAGE, root / "sluice_steps", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("PYTHONPATH", str(root))
+    monkeypatch.setenv("SLUICE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    return root / "sluice_steps"
+
+
+def ingest(dag_id: str, source: Path) -> RunOutcome:
+    with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        MLStepOperator(
+            task_id="ingest",
+            image="ml-steps",
+            command=["sluice-step", "ingest"],
+            step_params={"source": str(source)},
+            outputs={"data": "data.parquet"},
+            retries=0,
+        )
+    return run_dag_object(dag)
+
+
+def test_an_edited_step_runs_again_and_its_reverted_code_is_served_from_the_cache(
+    airflow_db: Path, demo_data: Path, step_package: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dag_id = f"cache_code_{next(_ids)}"
+    source = demo_data / "measurements.csv"
+    original = (step_package / "ingest.py").read_text()
+    assert ingest(dag_id, source).task("ingest").cache_state == "miss"
+
+    (step_package / "ingest.py").write_text(
+        original.replace(EDIT_MARK, EDIT_MARK + '    print("the edited ingest ran")\n')
+    )
+    capfd.readouterr()
+    edited = ingest(dag_id, source).task("ingest")
+    assert edited.state == "success" and edited.cache_state == "miss"
+    assert "the edited ingest ran" in "".join(capfd.readouterr())
+
+    (step_package / "ingest.py").write_text(original)
+    assert ingest(dag_id, source).task("ingest").cache_state == "hit"

@@ -1,0 +1,78 @@
+"""What names a step's code in its cache key: the rule for images on a cluster, and for commands locally."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from sluice.code_identity import of_image, of_local_command, python_files
+
+REPO = Path(__file__).resolve().parents[2]
+CONTRACT_STEP = REPO / "tests" / "operators" / "steps" / "contract_step.py"
+DIGEST = "sha256:" + "4" * 64
+LAUNCHER_PATH = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+
+
+def test_a_digest_pinned_image_is_named_by_its_digest_wherever_it_is_pulled_from() -> None:
+    here, there = of_image(f"reg/ml-steps:1@{DIGEST}", None), of_image(f"mirror/ml-steps@{DIGEST}", None)
+    assert here.value == there.value == DIGEST
+
+
+def test_a_mutable_tag_without_cache_version_turns_caching_off_saying_why() -> None:
+    identity = of_image("reg/ml-steps:0.1.0", None)
+    assert identity.value is None
+    assert identity.about == "image reg/ml-steps:0.1.0 is a mutable tag; pin a digest or set cache_version"
+
+
+def test_a_mutable_tag_is_cached_under_the_steps_explicit_cache_version() -> None:
+    assert of_image("reg/ml-steps:0.1.0", "2").value != of_image("reg/ml-steps:0.1.0", "3").value
+    assert of_image("reg/ml-steps:0.1.0", "2").value is not None
+
+
+def test_sluice_step_is_named_by_the_sources_of_the_step_package_it_runs() -> None:
+    identity = of_local_command(["sluice-step", "train"], LAUNCHER_PATH)
+    package = REPO / "images" / "ml-steps" / "sluice_steps"
+    assert identity.value and identity.value.startswith("sha256:")
+    assert identity.about == f"package sluice_steps ({package}, {len(python_files([package]))} files)"
+
+
+def test_a_package_run_with_python_m_changes_identity_with_any_of_its_files(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "stepkit"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "fit.py").write_text("ALPHA = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = of_local_command([sys.executable, "-m", "stepkit", "fit"], LAUNCHER_PATH).value
+    (package / "sub" / "fit.py").write_text("ALPHA = 2\n")
+    assert of_local_command([sys.executable, "-m", "stepkit", "fit"], LAUNCHER_PATH).value != before
+
+
+def test_compiled_caches_leave_a_package_identity_unchanged(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "stepkit2"
+    package.mkdir()
+    (package / "__init__.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = of_local_command(["python3", "-m", "stepkit2"], LAUNCHER_PATH).value
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\0compiled")
+    assert of_local_command(["python3", "-m", "stepkit2"], LAUNCHER_PATH).value == before
+
+
+def test_a_script_is_named_by_its_content_so_an_edit_and_its_revert_are_told_apart(tmp_path: Path) -> None:
+    script = tmp_path / "step.py"
+    shutil.copy(CONTRACT_STEP, script)
+    command = [sys.executable, "-u", str(script), "ok"]
+    original = of_local_command(command, LAUNCHER_PATH).value
+    script.write_text(CONTRACT_STEP.read_text() + "\n# edited\n")
+    edited = of_local_command(command, LAUNCHER_PATH).value
+    script.write_text(CONTRACT_STEP.read_text())
+    assert edited != original
+    assert of_local_command(command, LAUNCHER_PATH).value == original
+
+
+def test_a_command_that_is_not_found_turns_caching_off_saying_why() -> None:
+    identity = of_local_command(["no-such-step-command", "train"], LAUNCHER_PATH)
+    assert identity.value is None
+    assert identity.about == "command 'no-such-step-command' is not found on the launcher's PATH"
