@@ -23,8 +23,9 @@ demo: setup
 test: setup
 	$(BIN)/pytest
 
+# Fast feedback (README, Tests): no stacks, no chart runtime, no full demos or pipeline runs, no real workers.
 test-fast: setup
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration and not slow"
 
 # The chart, run: `helm template` output executed as local processes (only the kubelet replaced) against
 # real PostgreSQL and Redis; prints what each check proved. Part of `make test` too.
@@ -42,9 +43,14 @@ bench: setup
 	$(BIN)/python bench/throughput.py --tasks 200 1000 --json bench/results/throughput.json --plots docs/img
 	$(BIN)/python bench/pipeline_e2e.py --json bench/results/pipeline_e2e.json
 
+# ruff, mypy (strict, [tool.mypy]) and deptry (every import declared: the sluice package and DAGs here, the step
+# image's package against its own pyproject).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/deptry operators dags
+	cd images/ml-steps && ../../$(BIN)/deptry .
 
 # Re-pin every dependency (run after editing either pyproject.toml): the dev/platform lock and the
 # step image's hashed lock. requirements/overrides.txt says why it exists.
@@ -55,4 +61,4 @@ lock: setup
 		--python-platform x86_64-manylinux_2_28 --generate-hashes -o images/ml-steps/requirements.lock
 
 clean:
-	rm -rf $(VENV) .sluice .tools .pytest_cache .ruff_cache
+	rm -rf $(VENV) .sluice .tools .pytest_cache .ruff_cache .mypy_cache

@@ -314,7 +314,9 @@ def report(figures: dict[str, object]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, nargs="+", default=[500_000], help="task_instance rows (5000000: FACTS)")
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[500_000], help="task_instance rows (5000000: the docs' 5 M table)"
+    )
     parser.add_argument("--day-inserts", type=int, default=100_000, help="new task instances in the day")
     parser.add_argument("--heartbeats", type=int, default=500_000, help="heartbeat updates of running tasks")
     parser.add_argument("--ticks", type=int, default=200, help="steps of the day; each polls every pool once")

@@ -27,6 +27,26 @@ embedded.configure(home=_SESSION_HOME, dags_folder=REPO / "dags")
 os.environ["SLUICE_DEMO_DATA"] = str(_SESSION_HOME / "demo-data")
 
 
+# pytest-timeout: `timeout` in pyproject.toml (300 s, fixtures included) bounds every test; these directories start
+# whole stacks or the chart's install in a fixture and wait on runs with bounds of their own (RUN_BOUND,
+# START_BOUND), so they get more. A test's own @pytest.mark.timeout wins.
+LONG_TIMEOUTS = {
+    REPO / "tests" / "integration": 900,  # a stack's start-up (~75 s) plus runs bounded at 300 s
+    REPO / "tests" / "chart_runtime": 1800,  # the install converges within 420 s; runs are bounded at 600 s
+    REPO / "tests" / "kind": 3600,  # image builds (bounded at 1800 s) and a cluster
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        for folder, seconds in LONG_TIMEOUTS.items():
+            if item.path.is_relative_to(folder):
+                item.add_marker(pytest.mark.timeout(seconds))
+                break
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)  # the session's Airflow home: nothing in it outlives the run
 

@@ -6,7 +6,6 @@ A plain directory on a laptop, ``s3://`` (MinIO or any S3) on a cluster; the sam
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from typing import Any
 
@@ -31,7 +30,8 @@ def exists(uri: str) -> bool:
 
 def read_text(uri: str) -> str:
     with fsspec.open(uri, "r") as handle:
-        return handle.read()
+        text: str = handle.read()
+    return text
 
 
 def read_json(uri: str) -> Any:
@@ -64,20 +64,6 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
 
 def write_json_atomic(uri: str, value: Any) -> None:
     write_bytes_atomic(uri, json.dumps(value, indent=2, sort_keys=True, default=str).encode())
-
-
-def copy_tree(src: str, dst: str) -> list[str]:
-    """Copy every file under ``src`` to the same relative path under ``dst``; returns the copies."""
-    fs, src_path = url_to_fs(src)
-    _, dst_path = url_to_fs(dst)
-    copied = []
-    for path in fs.find(src_path):
-        rel = os.path.relpath(path, src_path)
-        target = f"{dst_path.rstrip('/')}/{rel}"
-        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        fs.copy(path, target)
-        copied.append(target)
-    return copied
 
 
 def remove_partials(prefix: str) -> list[str]:

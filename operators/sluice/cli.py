@@ -117,8 +117,14 @@ def _print_outcome(outcome: object) -> None:
         console.print("mapped steps: 0")
 
 
-# What will run the DAGs (``sluice.checks.TARGETS``): its executors decide which queues can run.
-Target = StrEnum("Target", {name: name for name in TARGETS})
+class Target(StrEnum):
+    """What will run the DAGs, one member per ``sluice.checks.TARGETS``: its executors decide which queues can run."""
+
+    chart = "chart"
+    stack = "stack"
+    embedded = "embedded"
+
+
 CHECK_TARGET = Target(DEFAULT_TARGET)
 
 

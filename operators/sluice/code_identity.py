@@ -116,7 +116,7 @@ def find_spec(name: str) -> ModuleSpec | None:
     """
     for finder in sys.meta_path:
         find = getattr(finder, "find_spec", None)
-        spec = find(name, None) if find else None
+        spec: ModuleSpec | None = find(name, None) if find else None
         if spec is not None:
             return spec
     return None
@@ -132,7 +132,7 @@ def _console_script_module(name: str) -> str | None:
 
 def python_files(roots: Iterable[Path]) -> list[Path]:
     """Every ``*.py`` file under the package directories, compiled caches left out."""
-    found = []
+    found: list[Path] = []
     for root in roots:
         for directory, subdirs, names in os.walk(root):
             subdirs[:] = [d for d in subdirs if d != "__pycache__"]

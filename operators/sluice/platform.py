@@ -2,28 +2,84 @@
 
 The chart renders its values into ``platform.yaml`` (mounted in every Airflow component, named by
 ``SLUICE_PLATFORM_FILE``). On a laptop no file is needed: the chart's own ``values.yaml`` is read,
-with the launcher switched to ``local`` and artifacts kept under ``$SLUICE_HOME``.
+with the launcher switched to ``local`` and artifacts kept under ``$SLUICE_HOME``. Either way every pool is
+merged over ``poolDefaults`` the same way (the chart renders the merged pools into platform.yaml).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from sluice.quantity import parse_quantity
+
 PLATFORM_VERSION = 1
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-PLATFORM_KEYS = ("executor", "routing", "launcher", "artifacts", "stepImages", "pools", "profiles")
+# What the chart's values.schema.json allows, so that a platform file used outside the chart is refused as
+# early, with the field's name (tests/chart/test_platform_parity.py runs one table of bad values through both).
+# A pool name is a DNS label of at most 56 characters: the worker's label is worker-<name>, at most 63.
+POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+POOL_NAME_MAX = 56
+# A queue name is written into the KEDA query's SQL ('...') and `celery --queues a,b`.
+QUEUE_NAME = re.compile(r"^[^'\",\s]+$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+PLATFORM_KEYS = ("executor", "routing", "launcher", "artifacts", "stepImages", "poolDefaults", "pools", "profiles")
 
 
 class PlatformError(ValueError):
     """The platform file is missing or invalid; the message names the field and the fix."""
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON-schema integer, as the chart's schema takes it: 8 or 8.0, never "8" or true."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not an integer; write a number, e.g. 8")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not a whole number")
+        return int(value)
+    return value
+
+
+def _quantity(value: Any) -> str:
+    """A Kubernetes quantity as the chart's schema takes it (500m, 2, 1.5Gi, or a number >= 0), as text."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, str) and QUANTITY.match(value):
+        return value
+    raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 1.5Gi)")
+
+
+def _queue_name(value: str) -> str:
+    if not QUEUE_NAME.match(value):
+        raise ValueError(
+            f"queue name {value!r} is empty or has a quote, a comma or whitespace; it is written into the pool's "
+            "KEDA query and `celery --queues`: use letters, digits and e.g. - _ . :"
+        )
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_json_integer)]
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+QueueName = Annotated[str, AfterValidator(_queue_name)]
+ResourceList = dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity]
 
 
 class _Model(BaseModel):
@@ -31,17 +87,17 @@ class _Model(BaseModel):
 
 
 class ScaleDown(_Model):
-    stabilization_window_seconds: int = Field(300, ge=0)
-    pods_per_period: int = Field(1, ge=1)
-    period_seconds: int = Field(60, ge=1)
+    stabilization_window_seconds: Integer = Field(300, ge=0)
+    pods_per_period: Integer = Field(1, ge=1)
+    period_seconds: Integer = Field(60, ge=1)
 
 
 class Autoscaling(_Model):
-    enabled: bool = True
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(4, ge=1)
-    cooldown_period: int = Field(300, ge=0)
-    polling_interval: int = Field(15, ge=1)
+    enabled: StrictBool = True
+    min_replicas: Integer = Field(1, ge=0)
+    max_replicas: Integer = Field(4, ge=1)
+    cooldown_period: Integer = Field(300, ge=0)
+    polling_interval: Integer = Field(15, ge=1)
     scale_down: ScaleDown = Field(default_factory=ScaleDown)
 
     @model_validator(mode="after")
@@ -54,30 +110,74 @@ class Autoscaling(_Model):
         return self
 
 
-class Pool(_Model):
-    """A Celery worker pool: the queues it serves and how it scales."""
+class PoolSettings(_Model):
+    """Everything about a pool but its name and queues. These defaults are the chart's ``poolDefaults``
+    (values.yaml; a test keeps the two equal); a platform file's own ``poolDefaults`` replaces them."""
 
-    name: str
-    queues: list[str] = Field(min_length=1)
-    concurrency: int = Field(8, ge=1)
-    resources: dict[str, Any] = Field(default_factory=dict)
+    concurrency: Integer = Field(8, ge=1)
+    resources: dict[Literal["requests", "limits"], ResourceList] = Field(default_factory=dict)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] = Field(default_factory=dict)
-    termination_grace_period_seconds: int = Field(600, ge=0)
-    max_task_duration_seconds: int | None = Field(None, ge=1)
+    termination_grace_period_seconds: Integer = Field(600, ge=0)
+    max_task_duration_seconds: Integer | None = Field(None, ge=1)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> PoolSettings:
+        requests, limits = self.resources.get("requests", {}), self.resources.get("limits", {})
+        for key, requested in requests.items():
+            if key in limits and parse_quantity(requested) > parse_quantity(limits[key]):
+                raise ValueError(
+                    f"resources.requests.{key} ({requested}) exceeds resources.limits.{key} ({limits[key]}); "
+                    "lower the request or raise the limit (Kubernetes refuses a container whose request is above "
+                    "its limit)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _grace_covers_the_longest_task(self) -> PoolSettings:
+        grace, longest = self.termination_grace_period_seconds, self.max_task_duration_seconds
+        if longest is not None and grace < longest:
+            raise ValueError(
+                f"terminationGracePeriodSeconds ({grace}) is shorter than maxTaskDurationSeconds ({longest}): "
+                "scale-in would kill running tasks; raise the grace period to at least the longest task"
+            )
+        return self
+
+
+class Pool(PoolSettings):
+    """A Celery worker pool: the queues it serves and how it scales."""
+
+    name: str
+    queues: list[QueueName] = Field(min_length=1)
 
     @field_validator("name")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not DNS_LABEL.match(value):
-            raise ValueError(f"pool name {value!r} is not a DNS label: use lowercase letters, digits and '-'")
+        if not POOL_NAME.match(value):
+            raise ValueError(
+                f"pool name {value!r} is not a DNS label: use lowercase letters, digits and '-', starting and "
+                "ending with a letter or digit"
+            )
+        if len(value) > POOL_NAME_MAX:
+            raise ValueError(
+                f"pool name {value!r} has {len(value)} characters; use at most {POOL_NAME_MAX}: the worker's label "
+                "app.kubernetes.io/component is worker-<name>, and a label value may have at most 63"
+            )
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _each_queue_once(cls, value: list[str]) -> list[str]:
+        twice = sorted({queue for queue in value if value.count(queue) > 1})
+        if twice:
+            raise ValueError(f"queue(s) {', '.join(map(repr, twice))} listed twice; list each queue once")
         return value
 
 
 class Gpu(_Model):
-    count: int = Field(0, ge=0)
+    count: Integer = Field(0, ge=0)
     resource: str | None = None
 
     @model_validator(mode="after")
@@ -90,14 +190,14 @@ class Gpu(_Model):
 class Profile(_Model):
     """Resources a step gets, as a pod on the cluster and as a local process on a laptop."""
 
-    cpu: str = "1"
-    memory: str = "1Gi"
-    ephemeral_storage: str | None = None
+    cpu: Quantity = "1"
+    memory: Quantity = "1Gi"
+    ephemeral_storage: Quantity | None = None
     gpu: Gpu = Field(default_factory=Gpu)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     priority_class_name: str | None = None
-    timeout_seconds: int | None = Field(None, ge=1)
+    timeout_seconds: Integer | None = Field(None, ge=1)
 
 
 class Routing(_Model):
@@ -108,13 +208,13 @@ class Launcher(_Model):
     type: Literal["local", "kubernetes"] = "local"
     namespace: str | None = None
     service_account_name: str | None = None
-    startup_timeout_seconds: int = Field(300, ge=1)
+    startup_timeout_seconds: Integer = Field(300, ge=1)
     on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = "delete_succeeded_pod"
-    deferrable: bool = False
+    deferrable: StrictBool = False
 
 
 class Cache(_Model):
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class Artifacts(_Model):
@@ -144,13 +244,19 @@ class Platform(_Model):
     launcher: Launcher = Field(default_factory=Launcher)
     artifacts: Artifacts = Field(default_factory=Artifacts)
     step_images: dict[str, StepImage] = Field(default_factory=dict)
+    # Already merged into ``pools`` by parse_platform (merge_pool_defaults); kept to validate it on its own.
+    pool_defaults: PoolSettings = Field(default_factory=PoolSettings)
     pools: list[Pool] = Field(min_length=1)
     profiles: dict[str, Profile] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _one_pool_per_queue(self) -> Platform:
         owner: dict[str, str] = {}
+        names: set[str] = set()
         for pool in self.pools:
+            if pool.name in names:
+                raise ValueError(f"pool name {pool.name!r} is used twice; give each pool its own name")
+            names.add(pool.name)
             for queue in pool.queues:
                 if queue == self.routing.kubernetes_queue:
                     raise ValueError(
@@ -208,15 +314,34 @@ def chart_values_file() -> Path:
 def _format_error(source: Path, exc: ValidationError) -> str:
     lines = [f"invalid platform config {source}:"]
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = list(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if len(loc) >= 2 and loc[-1] == "[key]":  # a mapping key outside its allowed set (resources.limits.memroy)
+            msg = f"unknown key {loc[-2]!r}; {msg.replace('Input should be', 'use')}"
+            loc = loc[:-2]
+        where = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             msg = "unknown field; remove it or fix its spelling"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 
 
+def merge_pool_defaults(defaults: Any, pool: Any) -> Any:
+    """A pool over ``poolDefaults``, as the chart's ``sluice.pool`` helper merges them: the pool's own value wins
+    (0, false and null too), mappings merge key by key, anything else (lists included) is replaced."""
+    if not isinstance(defaults, dict) or not isinstance(pool, dict):
+        return copy.deepcopy(pool)
+    merged = copy.deepcopy(defaults)
+    for key, value in pool.items():
+        merged[key] = merge_pool_defaults(merged[key], value) if key in merged else copy.deepcopy(value)
+    return merged
+
+
 def parse_platform(data: dict[str, Any], source: Path) -> Platform:
+    """Validate a platform mapping; a ``poolDefaults`` key (the chart's values) is merged into every pool first."""
+    defaults = data.get("poolDefaults")
+    if isinstance(defaults, dict) and isinstance(data.get("pools"), list):
+        data = {**data, "pools": [merge_pool_defaults(defaults, pool) for pool in data["pools"]]}
     try:
         return Platform.model_validate(data)
     except ValidationError as exc:
@@ -241,7 +366,8 @@ def load_platform(path: str | os.PathLike[str] | None = None) -> Platform:
     """Load from ``path``, else ``SLUICE_PLATFORM_FILE``, else the chart's default values (laptop mode).
 
     ``SLUICE_LAUNCHER`` and ``SLUICE_ARTIFACT_ROOT`` override the file: that is how the same DAG runs
-    its steps as pods on a cluster and as processes on a laptop with no edit.
+    its steps as pods on a cluster and as processes on a laptop with no edit. The values' ``poolDefaults``
+    are merged into their pools, as the chart does.
     """
     explicit = path or os.environ.get("SLUICE_PLATFORM_FILE")
     if explicit:

@@ -70,4 +70,5 @@ def pod_manifest(dag_id: str, task_id: str, dags_folder: Path, platform: Platfor
     ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=RUN_ID, try_number=1, map_index=-1)
     context = {"ti": ti, "run_id": RUN_ID, "dag": dag}
     pod = pod_operator(step, platform).build_pod_request_obj(context, dry_run=True)
-    return ApiClient().sanitize_for_serialization(pod)
+    manifest: dict[str, Any] = ApiClient().sanitize_for_serialization(pod)
+    return manifest

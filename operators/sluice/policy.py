@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sluice import compat
 from sluice.platform import Platform, current_platform
 
 KUBERNETES_EXECUTOR = "KubernetesExecutor"
@@ -28,7 +29,7 @@ def configured_executors() -> list[str]:
 
 def mapped_keys(task: Any) -> set[str]:
     """Keyword arguments a mapped task expands (known at parse time only for literal lists)."""
-    value = getattr(getattr(task, "expand_input", None), "value", None)
+    value = compat.expand_input_value(task)
     if isinstance(value, dict):
         return set(value)
     if isinstance(value, list | tuple):
@@ -42,7 +43,7 @@ def literal_profiles(task: Any) -> list[tuple[Any, str]]:
     A profile mapped from an upstream task's output is known only at run time."""
     partial = task.partial_kwargs
     given = [(partial.get("profile", "default"), ".partial()" if "profile" in partial else "the default")]
-    value = getattr(getattr(task, "expand_input", None), "value", None)
+    value = compat.expand_input_value(task)
     if isinstance(value, dict) and "profile" in value:
         mapped = value["profile"]
         return [(p, ".expand(profile=[...])") for p in mapped] if isinstance(mapped, list | tuple) else []

@@ -48,7 +48,8 @@ def current(name: str, root: str | None = None) -> dict[str, Any] | None:
     pointer = artifacts.join(model_uri(name, root), POINTER)
     if not artifacts.exists(pointer):
         return None
-    return json.loads(artifacts.read_text(pointer))
+    found: dict[str, Any] = json.loads(artifacts.read_text(pointer))
+    return found
 
 
 def version_metadata(name: str, version: str, root: str | None = None) -> dict[str, Any] | None:

@@ -5,14 +5,19 @@ Used by ``sluice demo`` and by the pipeline tests, so what a user sees is what t
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sluice import artifacts
+from sluice import artifacts, compat
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,11 +30,13 @@ class TaskOutcome:
 
     @property
     def outputs(self) -> dict[str, str]:
-        return (self.result or {}).get("outputs", {})
+        outputs: dict[str, str] = (self.result or {}).get("outputs", {})
+        return outputs
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return (self.result or {}).get("metrics", {})
+        metrics: dict[str, Any] = (self.result or {}).get("metrics", {})
+        return metrics
 
     @property
     def cache_hit(self) -> bool:
@@ -116,10 +123,13 @@ def collect(dag_id: str, run_id: str) -> RunOutcome:
         tis = session.scalars(
             select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
         ).all()
-        results = {
-            (x.task_id, x.map_index): XComModel.deserialize_value(x)
-            for x in session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id, key="return_value"))
-        }
+        # Airflow annotates get_many as Select[tuple[XComModel]], SQLAlchemy 2.0's spelling; under 2.1 that reads
+        # as a select of tuples, while the rows' scalars are XComModel objects.
+        xcoms = cast(
+            "Sequence[XComModel]",
+            session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id, key="return_value")).all(),
+        )
+        results = {(x.task_id, x.map_index): XComModel.deserialize_value(x) for x in xcoms}
         outcome = RunOutcome(dag_id=dag_id, run_id=run_id, state=str(dr.state) if dr else None)
         for ti in sorted(tis, key=lambda t: (t.start_date is None, t.start_date, t.task_id, t.map_index)):
             result = results.get((ti.task_id, ti.map_index))
@@ -147,17 +157,16 @@ def run_existing(dag_id: str, dags_folder: Path, run_id: str) -> RunOutcome:
     """Run a DAG run someone else created (a backfill, the scheduler's timer or an asset event) to the end,
     in this process, the way ``dag.test()`` runs its own: same task loop, steps as local processes.
 
-    ``dag.test()`` always creates a fresh manual run; here its run factory hands it the existing run instead,
-    so the run keeps its id, type, logical date, data interval and conf.
+    ``dag.test()`` always creates a fresh manual run; here its run factory hands it the existing run instead
+    (``sluice.compat.dag_test_run``: Airflow 3.3 offers no public way to run an existing run without a
+    scheduler), so the run keeps its id, type, logical date, data interval and conf.
     """
-    from unittest import mock
-
-    from airflow.models import dagrun as dagrun_module
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from sqlalchemy import select
 
+    compat.require("sluice.runs.run_existing")
     dag = load_dag(dag_id, dags_folder)
     with create_session() as session:
         dr = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
@@ -176,7 +185,7 @@ def run_existing(dag_id: str, dags_folder: Path, run_id: str) -> RunOutcome:
         session.commit()
         return run
 
-    with mock.patch.object(dagrun_module, "get_or_create_dagrun", existing_run):
+    with compat.dag_test_run(existing_run):
         dag.test(logical_date=logical_date)
     return collect(dag_id, run_id)
 
@@ -195,30 +204,62 @@ def backfill(
     """
     from datetime import UTC
 
-    from airflow.models.backfill import Backfill, _create_backfill
+    from airflow.models.backfill import Backfill
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     load_dag(dag_id, dags_folder)  # parses and fails clearly on import errors
-    created = _create_backfill(
-        dag_id=dag_id,
-        from_date=from_date,
-        to_date=to_date,
-        max_active_runs=1,
-        reverse=False,
-        dag_run_conf=conf,
-        triggering_user_name="sluice",
-    )
+    backfill_id = create_backfill(dag_id, from_date, to_date, conf)
     with create_session() as session:
         run_ids = session.scalars(
-            select(DagRun.run_id).where(DagRun.backfill_id == created.id).order_by(DagRun.logical_date)
+            select(DagRun.run_id).where(DagRun.backfill_id == backfill_id).order_by(DagRun.logical_date)
         ).all()
     outcomes = [run_existing(dag_id, dags_folder, run_id) for run_id in run_ids]
     with create_session() as session:
-        row = session.get(Backfill, created.id)
+        row = session.get(Backfill, backfill_id)
+        if row is None:  # created above: gone only if something deleted it meanwhile
+            raise RuntimeError(f"backfill {backfill_id} of {dag_id} was deleted while its runs ran")
         row.completed_at = datetime.now(UTC)
     return outcomes
+
+
+def create_backfill(dag_id: str, from_date: datetime, to_date: datetime, conf: dict[str, Any] | None) -> int:
+    """Create a backfill (one run at a time, oldest first) and return its id.
+
+    In-process through what ``airflow backfill create`` calls, where ``sluice.compat`` finds it as tested;
+    else through the CLI itself (a few seconds more), logging why once.
+    """
+    from airflow.models.backfill import Backfill
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    problem = compat.problem("sluice.runs.backfill")
+    if problem is None:
+        created = compat.create_backfill()(
+            dag_id=dag_id,
+            from_date=from_date,
+            to_date=to_date,
+            max_active_runs=1,
+            reverse=False,
+            dag_run_conf=conf,
+            triggering_user_name="sluice",
+        )
+        return int(created.id)
+    log.warning("creating the backfill with `airflow backfill create`: %s", problem)
+    with create_session() as session:
+        before = session.scalar(select(func.max(Backfill.id)).where(Backfill.dag_id == dag_id)) or 0
+    argv = [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", dag_id, "--max-active-runs", "1"]
+    argv += ["--from-date", from_date.isoformat(), "--to-date", to_date.isoformat()]
+    if conf:
+        argv += ["--dag-run-conf", json.dumps(conf)]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    with create_session() as session:
+        backfill_id = session.scalar(select(func.max(Backfill.id)).where(Backfill.dag_id == dag_id))
+    if done.returncode or not backfill_id or backfill_id <= before:
+        output = f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        raise RuntimeError(f"`airflow backfill create` created no backfill:\n{output}")
+    return int(backfill_id)
 
 
 def set_paused(dag_ids: list[str], paused: bool, dags_folder: Path) -> None:
@@ -249,13 +290,14 @@ def create_due_runs(dag_ids: list[str]) -> list[tuple[str, str, str]]:
     from airflow.utils.sqlalchemy import prohibit_commit
     from sqlalchemy import select, update
 
+    compat.require("sluice.runs.create_due_runs")
     with create_session() as session:
         before = set(session.scalars(select(DagRun.run_id).where(DagRun.dag_id.in_(dag_ids))).all())
         session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=False))
     runner = SchedulerJobRunner(job=Job(), executors=[])
     try:
         with create_session() as session, prohibit_commit(session) as guard:
-            runner._create_dagruns_for_dags(guard, session)
+            compat.create_dagruns_for_dags(runner, guard, session)
             guard.commit()
     finally:
         with create_session() as session:

@@ -225,6 +225,7 @@ def test_forbidden_flow_is_denied(analysis: Callable[[str], Analysis], render: s
     assert not verdict.allowed_any, "allowed: " + _explain(flow, verdict)
 
 
+@pytest.mark.slow  # the analyzer's command line, ~4 s per render
 @pytest.mark.parametrize("render", sorted(RENDERS))
 def test_the_analyzers_command_line_agrees_with_every_verdict(analysis: Callable[[str], Analysis], render: str) -> None:
     """The verdicts come from nca's Python objects; its own CLI connectivity map must say the same of each row."""

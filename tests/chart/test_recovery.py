@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 from sluice.stack.config import RECOVERY_KEYS, TUNING_KEYS, recovery_settings, tuning_settings
@@ -70,9 +75,34 @@ def test_workers_preload_the_kubernetes_launcher_when_steps_run_as_pods() -> Non
     assert modules[-2:] == ["sluice.launchers.kubernetes", "airflow.providers.cncf.kubernetes.operators.pod"]
 
 
+# What a worker of a chart with steps as local processes loads: the rendered preload list, then what a step's
+# task does (the launcher the platform names, sizing the step from its profile). Prints the kubernetes modules loaded.
+LOCAL_WORKER = """
+import importlib, json, sys
+for name in filter(None, sys.argv[1].split(",")):
+    importlib.import_module(name)
+from sluice.launchers import launcher_for
+from sluice.launchers.local import LocalLauncher, cpu_count_for, memory_bytes_for
+from sluice.platform import current_platform
+platform = current_platform()
+assert isinstance(launcher_for(platform), LocalLauncher), platform.launcher
+for profile in platform.profiles.values():
+    cpu_count_for(profile.cpu), memory_bytes_for(profile.memory)
+print(json.dumps(sorted(m for m in sys.modules if m == "kubernetes" or m.startswith("kubernetes."))))
+"""
+
+
 def test_local_launcher_workers_do_not_load_the_kubernetes_client() -> None:
-    for env in airflow_envs(render_chart({"launcher": {"type": "local"}})):
-        assert "kubernetes" not in env["SLUICE_WORKER_PRELOAD"]
+    preload = {env["SLUICE_WORKER_PRELOAD"] for env in airflow_envs(render_chart({"launcher": {"type": "local"}}))}
+    assert len(preload) == 1
+    env = {**os.environ, "SLUICE_LAUNCHER": "local"}
+    env.pop("SLUICE_PLATFORM_FILE", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOCAL_WORKER, preload.pop()], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.splitlines()[-1])
+    assert loaded == [], f"a local-launcher worker loaded the kubernetes client: {loaded[:5]}"
 
 
 def test_an_empty_preload_list_turns_preloading_off() -> None:

@@ -42,6 +42,7 @@ def refusal(values: dict[str, Any]) -> str:
 
 def test_the_schema_has_a_resources_block_for_every_component() -> None:
     assert {".".join(p) for p in BLOCKS} == {
+        "poolDefaults",  # every pool's resources, merged under the pool's own
         "apiServer",
         "scheduler",
         "dagProcessor",

@@ -15,6 +15,8 @@ from tests.chart.render import REPO, render_chart
 from tests.chart_runtime.install import NAMESPACE, images, user_secret
 from tests.chart_runtime.kubelet import Kubelet, Objects
 
+pytestmark = pytest.mark.slow  # the chart's pods set up as processes (`make chart-smoke`), ~30 s
+
 AIRFLOW_SECRETS = {"fernet-key": "f", "api-secret-key": "a", "jwt-secret": "j"}
 ARTIFACTS = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
 DB = "postgresql+psycopg2://airflow:pw@db:5432/airflow"

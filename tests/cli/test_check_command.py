@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 BAD_QUEUE = """
 from datetime import datetime
@@ -48,6 +50,7 @@ def run_check(folder: Path, home: Path, *options: str) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.slow  # `sluice check` as a process, 4-12 s; test_a_clean_folder_exits_0 stays fast
 def test_unserved_queue_and_unknown_profile_are_reported_and_exit_1(tmp_path: Path) -> None:
     folder = tmp_path / "dags"
     folder.mkdir()
@@ -80,6 +83,7 @@ with DAG("on_kubernetes", schedule=None, start_date=datetime(2026, 1, 1), defaul
 """
 
 
+@pytest.mark.slow  # `sluice check` as a process, 4-12 s; test_a_clean_folder_exits_0 stays fast
 def test_an_unknown_profile_in_a_mapped_steps_partial_is_reported(tmp_path: Path) -> None:
     """Issue 19's reproduction: the example pipeline with train_highmem's profile misspelt."""
     folder = tmp_path / "dags"
@@ -96,6 +100,7 @@ def test_an_unknown_profile_in_a_mapped_steps_partial_is_reported(tmp_path: Path
     ) in result.stdout
 
 
+@pytest.mark.slow  # `sluice check` as a process, 4-12 s; test_a_clean_folder_exits_0 stays fast
 def test_an_import_error_is_one_clear_line_and_its_traceback_only_shows_with_verbose(tmp_path: Path) -> None:
     folder = tmp_path / "dags"
     folder.mkdir()
@@ -108,6 +113,7 @@ def test_an_import_error_is_one_clear_line_and_its_traceback_only_shows_with_ver
     assert quiet.returncode == verbose.returncode == 1
 
 
+@pytest.mark.slow  # `sluice check` as a process, 4-12 s; test_a_clean_folder_exits_0 stays fast
 def test_a_kubernetes_queue_passes_for_the_chart_and_is_refused_for_the_stack(tmp_path: Path) -> None:
     """The stack runs CeleryExecutor alone; the chart adds KubernetesExecutor, which the queue routes to."""
     folder = tmp_path / "dags"

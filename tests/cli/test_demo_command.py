@@ -29,6 +29,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     return lambda *args: run_demo(home, *args)
 
 
+@pytest.mark.slow  # a full demo run
 def test_demo_runs_the_pipeline_and_prints_states_metrics_and_artifacts(demo) -> None:
     result = demo()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -40,6 +41,7 @@ def test_demo_runs_the_pipeline_and_prints_states_metrics_and_artifacts(demo) ->
     assert ": success in" in result.stdout
 
 
+@pytest.mark.slow  # a full demo run
 def test_demo_runs_batch_scoring_by_name_with_the_model_just_registered(demo) -> None:
     result = demo("batch_scoring")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -47,12 +49,14 @@ def test_demo_runs_batch_scoring_by_name_with_the_model_just_registered(demo) ->
     assert "mapped steps: 2 (score 2)" in result.stdout
 
 
+@pytest.mark.slow  # `sluice demo` as a process (~10 s)
 def test_demo_of_batch_scoring_without_a_model_names_the_fix(tmp_path: Path) -> None:
     result = run_demo(tmp_path, "batch_scoring")
     assert result.returncode == 2
     assert "has none yet: run `sluice demo ml_training_pipeline` first" in result.stdout
 
 
+@pytest.mark.slow  # a full demo run
 def test_demo_exits_non_zero_when_a_task_fails(demo) -> None:
     result = demo("--conf", '{"min_roc_auc": 0.99999}')
     assert result.returncode == 1
@@ -61,6 +65,7 @@ def test_demo_exits_non_zero_when_a_task_fails(demo) -> None:
     assert any("publish" in line and "upstream_failed" in line for line in lines)
 
 
+@pytest.mark.slow  # `sluice demo` as a process (~10 s)
 def test_demo_of_an_unknown_dag_names_the_ones_that_exist(demo) -> None:
     result = demo("no_such_pipeline")
     assert result.returncode == 2

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,10 +77,63 @@ def test_every_task_has_an_owner_other_than_the_default(dagbag) -> None:
             assert task.owner and task.owner != "airflow", f"{dag.dag_id}.{task.task_id} has no owner"
 
 
-def test_every_task_declares_retries(dagbag) -> None:
-    for dag in dagbag.dags.values():
-        for task in dag.tasks:
-            assert task.retries is not None, f"{dag.dag_id}.{task.task_id} has no retries set"
+# Airflow gives a task that sets no `retries` the `[core] default_task_retries` (0), so a parsed task cannot tell
+# "retries=0" from "not set". The DAGs are parsed in a fresh process whose default is a number no DAG declares.
+UNSET_RETRIES = 9731
+UNSET_RETRIES_PARSE = """
+import json, os, sys
+from airflow.dag_processing.dagbag import DagBag
+unset = int(os.environ["AIRFLOW__CORE__DEFAULT_TASK_RETRIES"])
+found = {}
+for folder in sys.argv[1:]:
+    bag = DagBag(dag_folder=folder)
+    assert not bag.import_errors, bag.import_errors
+    found[folder] = sorted(
+        f"{dag.dag_id}.{task.task_id}" for dag in bag.dags.values() for task in dag.tasks if task.retries == unset
+    )
+print(json.dumps(found))
+"""
+
+HALF_DECLARED = """
+from datetime import datetime
+from airflow.sdk import DAG, task
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG("half_declared", schedule=None, start_date=datetime(2026, 1, 1), default_args={"owner": "me"}):
+    EmptyOperator(task_id="declared_zero", retries=0)
+    EmptyOperator(task_id="undeclared")
+
+    @task(retries=0)
+    def mapped_declared(x): ...
+
+    @task
+    def mapped_undeclared(x): ...
+
+    mapped_declared.expand(x=[1, 2])
+    mapped_undeclared.expand(x=[1, 2])
+"""
+
+
+def tasks_without_declared_retries(*folders: Path) -> dict[str, list[str]]:
+    env = {**os.environ, "AIRFLOW__CORE__DEFAULT_TASK_RETRIES": str(UNSET_RETRIES)}
+    proc = subprocess.run(
+        [sys.executable, "-c", UNSET_RETRIES_PARSE, *map(str, folders)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_every_task_declares_retries(tmp_path: Path) -> None:
+    (tmp_path / "half_declared.py").write_text(HALF_DECLARED)
+    found = tasks_without_declared_retries(REPO / "dags", tmp_path)
+    assert found[str(tmp_path)] == ["half_declared.mapped_undeclared", "half_declared.undeclared"], (
+        "the check tells a task that sets no retries from one that sets 0"
+    )
+    assert found[str(REPO / "dags")] == [], "these tasks set no retries (in the task or the DAG's default_args)"
 
 
 def test_ingest_steps_retry_and_the_quality_gate_does_not(dagbag) -> None:

@@ -170,6 +170,7 @@ def launch(step_id: str = "train", try_number: int = 1) -> tuple[KubernetesLaunc
     return KubernetesLauncher(platform), step, context
 
 
+@pytest.mark.slow  # waits out the provider's start-up timeout
 @pytest.mark.parametrize("cluster", ["unschedulable"], indirect=True)
 def test_pod_stuck_pending_fails_with_the_scheduler_reason(cluster: KubeStub) -> None:
     launcher, step, context = launch()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -13,7 +15,7 @@ import pytest
 import yaml
 from sluice.contract import step_env
 from sluice.launchers.base import StepRun
-from sluice.launchers.kubernetes import pod_operator
+from sluice.launchers.kubernetes import labels, pod_operator
 from sluice.platform import PLATFORM_KEYS, parse_platform
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,10 +29,8 @@ def platform():
     return parse_platform({**data, "launcher": {**data["launcher"], "namespace": "ml"}}, source=Path("values.yaml"))
 
 
-def spec_for(platform, profile: str) -> dict:
-    from kubernetes.client import ApiClient
-
-    step = StepRun(
+def step_for(platform, profile: str) -> StepRun:
+    return StepRun(
         dag_id="ml_training_pipeline",
         task_id="train",
         run_id="scheduled__2026-11-25T00:00:00+00:00",
@@ -45,8 +45,13 @@ def spec_for(platform, profile: str) -> dict:
         profile=platform.profile(profile),
         artifact_prefix="s3://a",
     )
+
+
+def spec_for(platform, profile: str) -> dict:
+    from kubernetes.client import ApiClient
+
     return ApiClient().sanitize_for_serialization(
-        pod_operator(step, platform).build_pod_request_obj(None, dry_run=True)
+        pod_operator(step_for(platform, profile), platform).build_pod_request_obj(None, dry_run=True)
     )
 
 
@@ -114,6 +119,7 @@ def test_sluice_pod_spec_prints_the_manifest_of_a_dag_task(tmp_path: Path) -> No
     kubernetes_validate.validate(pod, "1.35", strict=True)
 
 
+@pytest.mark.slow  # `sluice pod-spec` as a process
 def test_sluice_pod_spec_refuses_a_task_that_is_not_a_step(tmp_path: Path) -> None:
     folder = tmp_path / "dags"
     folder.mkdir()
@@ -145,3 +151,18 @@ def test_the_step_images_pull_policy_reaches_the_pod(platform) -> None:
     always.step_images["ml-steps"].pull_policy = "Always"
     pod = pod_manifest("ml_training_pipeline", "join", REPO / "dags", always)
     assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+
+
+# A Kubernetes label value (apimachinery's validation): at most 63 characters, alphanumeric at both ends.
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+@pytest.mark.parametrize(
+    "names", [("gpu-a100", "gpu/a100", "gpu a100", "gpu.a100."), ("x" * 70, "x" * 70 + "y")], ids=["chars", "length"]
+)
+def test_profile_labels_are_valid_and_never_shared_by_two_profiles(platform, names: tuple[str, ...]) -> None:
+    step = step_for(platform, "gpu")
+    values = [labels(dataclasses.replace(step, profile_name=name))["sluice.io/profile"] for name in names]
+    assert all(len(value) <= 63 and LABEL_VALUE.fullmatch(value) for value in values), values
+    assert len(set(values)) == len(names), f"two profiles share one label value: {values}"
+    assert labels(step)["sluice.io/profile"] == "gpu", "a name that is a valid label value is kept as it is"

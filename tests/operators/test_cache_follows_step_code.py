@@ -16,6 +16,8 @@ from airflow.sdk import DAG
 from sluice.operators import MLStepOperator
 from sluice.runs import RunOutcome, run_dag_object
 
+pytestmark = pytest.mark.slow  # three DAG runs through Airflow
+
 STEPS_PACKAGE = Path(__file__).resolve().parents[2] / "images" / "ml-steps" / "sluice_steps"
 EDIT_MARK = "def run(ctx: StepContext) -> None:\n"
 _ids = itertools.count()

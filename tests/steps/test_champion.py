@@ -68,6 +68,7 @@ def test_champion_with_an_empty_fan_in_says_no_candidate_succeeded(run_step, dat
     assert "input 'candidates' is empty" in result.error
 
 
+@pytest.mark.slow  # trains candidates first (5-8 s each)
 def test_champion_when_every_candidate_failed_says_no_candidate_succeeded(run_step, data) -> None:
     """Two real train steps fail (a fit error, an unknown algorithm): no evaluation exists to compare."""
     planned = []
@@ -90,6 +91,7 @@ def test_champion_when_every_candidate_failed_says_no_candidate_succeeded(run_st
     assert "none of the 2 evaluation(s) exists" in result.error and planned[0] in result.error
 
 
+@pytest.mark.slow  # trains candidates first (5-8 s each)
 @pytest.mark.parametrize(
     ("params", "champion", "order"),
     [

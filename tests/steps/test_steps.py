@@ -154,6 +154,7 @@ def test_validate_lists_every_violation_and_writes_no_report(run_step, joined) -
     assert "row(s) outside [0, 0]" in result.error
 
 
+@pytest.mark.slow  # trains models (4-12 s)
 def test_featurize_train_evaluate_publish_chain(run_step, joined) -> None:
     feat = run_step(
         "featurize",
@@ -188,6 +189,7 @@ def test_featurize_train_evaluate_publish_chain(run_step, joined) -> None:
     assert "# Model card: bc" in card and "| roc_auc |" in card
 
 
+@pytest.mark.slow  # trains models (4-12 s)
 def test_train_unknown_algorithm_lists_the_known_ones(run_step, joined) -> None:
     result = run_step(
         "train",
@@ -198,6 +200,7 @@ def test_train_unknown_algorithm_lists_the_known_ones(run_step, joined) -> None:
     assert_clean_failure(result, "'deep_magic' is unknown; algorithms: gradient_boosting, knn")
 
 
+@pytest.mark.slow  # trains models (4-12 s)
 def test_failed_quality_gate_writes_no_metrics(run_step, tmp_path) -> None:
     import joblib
     from sklearn.dummy import DummyClassifier

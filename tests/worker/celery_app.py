@@ -7,6 +7,7 @@ sees what ran, and what still waits is read from the broker's queue itself.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import sys
@@ -16,6 +17,12 @@ from pathlib import Path
 from celery import Celery
 from sluice.worker import deletion_cost
 from sluice.worker.settings import SLUICE_WORKER_SETTINGS
+
+# An Airflow without one of the symbols Sluice's worker patches rely on (tests/worker/test_worker_patches.py):
+# "module:name" is taken away before the worker starts.
+if os.environ.get("SLUICE_TEST_REMOVE"):
+    module, _, name = os.environ["SLUICE_TEST_REMOVE"].partition(":")
+    delattr(importlib.import_module(module), name)
 
 app = Celery("sluice_worker_tests", broker=os.environ["SLUICE_TEST_REDIS"])
 app.conf.update(SLUICE_WORKER_SETTINGS, task_default_queue="default", worker_hijack_root_logger=False)

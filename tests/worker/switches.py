@@ -9,8 +9,12 @@ import pytest
 
 
 def switched_on(module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The module installed as its environment variable turns it on; Airflow's own code again afterwards."""
+    """The module installed as a worker installs it at start (its switch on, sluice.compat's checks passed);
+    Airflow's own code again afterwards."""
+    from sluice.worker import patches
+
+    patch = next(p for p in patches.PATCHES if p.module is module)
     monkeypatch.setenv(module.ENV, "true")
-    assert module.install()
+    assert patches.install(patch) == patches.ACTIVE
     yield module
     module.uninstall()

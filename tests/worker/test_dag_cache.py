@@ -1,8 +1,10 @@
 """When a task process may reuse its pool process's parse of a DAG file, and when it must parse again.
 
-The cache's rules, on real DAG files parsed by Airflow's own BundleDagBag. That the task processes of a
-real worker running real Airflow tasks take the inherited parse is asserted on the local stack
-(tests/integration/stack/test_stack_pipeline.py), where every task log says so.
+The cache's rules, on real DAG files: the pool process pre-parses with Airflow's own BundleDagBag, and the task
+side is Airflow's task runner itself (``task_runner.parse`` with a real ``StartupDetails``, inside the parsing
+context the runner sets). That the task processes of a real worker running real Airflow tasks take the
+inherited parse is asserted on the local stack (tests/integration/stack/test_stack_pipeline.py), where every
+task log says so.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from sluice.worker import dag_cache
+from sluice import compat
+from sluice.worker import dag_cache, patches
 
 from tests.worker.switches import switched_on
 
@@ -47,20 +52,58 @@ def write_dag(folder: Path, dag_id: str, task_ids: str = "['first']", imports: s
     return path
 
 
-def task_parse(path: Path, dag_id: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """What Airflow's task runner does: BundleDagBag, looked up on its module, inside the parsing context."""
-    from airflow.dag_processing import dagbag
+def startup_details(path: Path, dag_id: str) -> Any:
+    """The message a supervisor sends its task process: run task ``first`` of ``dag_id`` from ``path``."""
+    from airflow.sdk.api.datamodels._generated import BundleInfo, DagRun, TaskInstance, TIRunContext
+    from airflow.sdk.execution_time.comms import StartupDetails
 
-    monkeypatch.setenv(dag_cache.PARSING_DAG_ID, dag_id)
-    bag = dagbag.BundleDagBag(
-        dag_folder=str(path),
-        safe_mode=False,
-        load_op_links=False,
-        bundle_path=path.parent,
-        bundle_name="dags-folder",
+    now = datetime.now(UTC)
+    run = DagRun(
+        dag_id=dag_id,
+        run_id="r",
+        logical_date=None,
+        data_interval_start=None,
+        data_interval_end=None,
+        run_after=now,
+        start_date=now,
+        end_date=None,
+        run_type="manual",
+        state="running",
+        consumed_asset_events=[],
+        partition_key=None,
     )
-    monkeypatch.delenv(dag_cache.PARSING_DAG_ID)
-    return bag
+    ti = TaskInstance(
+        id=uuid.uuid4(), task_id="first", dag_id=dag_id, run_id="r", try_number=1, dag_version_id=uuid.uuid4()
+    )
+    return StartupDetails(
+        ti=ti,
+        dag_rel_path=path.name,
+        bundle_info=BundleInfo(name="dags-folder", version=None),
+        start_date=now,
+        ti_context=TIRunContext(dag_run=run, max_tries=0),
+        sentry_integration="",
+    )
+
+
+def task_parse(path: Path, dag_id: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """What Airflow's task runner does when its task process starts: ``parse`` inside the parsing context, the
+    DAG bundle ``dags-folder`` being ``path``'s folder. The DAG the task's operator belongs to."""
+    import structlog
+    from airflow.sdk.definitions._internal.dag_parsing_context import _airflow_parsing_context_manager
+    from airflow.sdk.execution_time import task_runner
+
+    bundle = {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle"}
+    monkeypatch.setenv(
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([{**bundle, "kwargs": {"path": str(path.parent)}}])
+    )
+    context_env = compat.parsing_context_env()
+    for name in context_env:
+        monkeypatch.setenv(name, "")  # Airflow's context manager restores what was there; monkeypatch then clears
+    with _airflow_parsing_context_manager(dag_id=dag_id, task_id="first"):
+        ti = task_runner.parse(startup_details(path, dag_id), structlog.get_logger())
+    for name in context_env:
+        monkeypatch.delenv(name)
+    return ti.task.dag
 
 
 def prepare(cache: ModuleType, path: Path, dag_id: str) -> Any:
@@ -74,8 +117,8 @@ def test_a_task_process_reuses_the_pool_process_parse_of_an_unchanged_file(
     parsed = prepare(cache, path, "reused")
     assert parsed.reusable
     with caplog.at_level(logging.INFO, logger=dag_cache.__name__):
-        bag = task_parse(path, "reused", monkeypatch)
-    assert bag is parsed.bag
+        dag = task_parse(path, "reused", monkeypatch)
+    assert dag is parsed.bag.dags["reused"]
     assert "DAG reused taken from the worker's parse" in caplog.text
     assert prepare(cache, path, "reused") is parsed, "an unchanged file is not parsed twice in the pool process"
 
@@ -86,9 +129,9 @@ def test_a_changed_dag_file_is_parsed_again_by_the_task(
     path = write_dag(tmp_path, "changed")
     parsed = prepare(cache, path, "changed")
     write_dag(tmp_path, "changed", task_ids="['first', 'second']")
-    bag = task_parse(path, "changed", monkeypatch)
-    assert bag is not parsed.bag
-    assert set(bag.dags["changed"].task_dict) == {"first", "second"}
+    dag = task_parse(path, "changed", monkeypatch)
+    assert dag is not parsed.bag.dags["changed"]
+    assert set(dag.task_dict) == {"first", "second"}
 
 
 def write_helped_dag(folder: Path, dag_id: str) -> tuple[Path, str]:
@@ -108,9 +151,9 @@ def test_a_changed_module_imported_from_the_dag_folder_is_parsed_again(
     assert helpers not in sys.modules, "the pool process keeps no module of the DAG folder imported"
 
     (tmp_path / f"{helpers}.py").write_text("TASK_IDS = ['first', 'from_the_new_helper']\n")
-    bag = task_parse(path, "helped", monkeypatch)
-    assert bag is not parsed.bag
-    assert "from_the_new_helper" in bag.dags["helped"].task_dict
+    dag = task_parse(path, "helped", monkeypatch)
+    assert dag is not parsed.bag.dags["helped"]
+    assert "from_the_new_helper" in dag.task_dict
 
 
 def test_a_reused_parse_brings_the_modules_it_was_built_from(
@@ -118,7 +161,7 @@ def test_a_reused_parse_brings_the_modules_it_was_built_from(
 ) -> None:
     path, helpers = write_helped_dag(tmp_path, "modules")
     parsed = prepare(cache, path, "modules")
-    assert task_parse(path, "modules", monkeypatch) is parsed.bag
+    assert task_parse(path, "modules", monkeypatch) is parsed.bag.dags["modules"]
     assert sys.modules.pop(helpers) is parsed.modules[helpers]
 
 
@@ -137,7 +180,7 @@ def test_a_file_whose_top_level_code_reads_a_variable_is_parsed_by_every_task(
     parsed = prepare(cache, path, "reads_variable")
     assert not parsed.reusable
     assert context._get_variable is before, "the pre-parse puts Airflow's Variable access back"
-    assert task_parse(path, "reads_variable", monkeypatch) is not parsed.bag
+    assert task_parse(path, "reads_variable", monkeypatch) is not parsed.bag.dags["reads_variable"]
 
 
 def test_a_parse_older_than_the_dag_processors_interval_at_the_tasks_start_is_not_reused(
@@ -148,7 +191,7 @@ def test_a_parse_older_than_the_dag_processors_interval_at_the_tasks_start_is_no
     monkeypatch.setattr(cache, "_max_age", 0.0)
     fresh = prepare(cache, path, "aged")
     assert fresh is not parsed, "the pool process parses an aged file again"
-    assert task_parse(path, "aged", monkeypatch) is fresh.bag
+    assert task_parse(path, "aged", monkeypatch) is fresh.bag.dags["aged"]
 
 
 def test_a_parse_that_ages_while_its_task_starts_is_still_the_tasks(
@@ -157,7 +200,7 @@ def test_a_parse_that_ages_while_its_task_starts_is_still_the_tasks(
     path = write_dag(tmp_path, "aging")
     parsed = prepare(cache, path, "aging")
     monkeypatch.setattr(cache, "_max_age", 0.0)  # it crosses the interval between the pre-parse and the fork
-    assert task_parse(path, "aging", monkeypatch) is parsed.bag
+    assert task_parse(path, "aging", monkeypatch) is parsed.bag.dags["aging"]
 
 
 def test_a_dag_the_file_does_not_define_is_left_to_airflow(
@@ -165,9 +208,10 @@ def test_a_dag_the_file_does_not_define_is_left_to_airflow(
 ) -> None:
     path = write_dag(tmp_path, "defined")
     assert not prepare(cache, path, "not_defined").reusable
-    monkeypatch.setenv(cache.PARSING_DAG_ID, "not_defined")
+    dag_env, _ = compat.parsing_context_env()
+    monkeypatch.setenv(dag_env, "not_defined")
     assert cache.lookup(str(path)) is None
-    monkeypatch.setenv(cache.PARSING_DAG_ID, "defined")
+    monkeypatch.setenv(dag_env, "defined")
     assert cache.lookup(str(path)) is None, "only the (file, DAG) pair pre-parsed for this task is served"
 
 
@@ -204,18 +248,47 @@ def test_one_parse_serves_every_dag_its_file_builds(
     path = tmp_path / "two_dags.py"
     path.write_text(MANY_DAGS.format(honours_context=honours_context))
     left = prepare(cache, path, "left")
-    assert task_parse(path, "left", monkeypatch) is left.bag
+    assert task_parse(path, "left", monkeypatch) is left.bag.dags["left"]
     right = prepare(cache, path, "right")
-    assert task_parse(path, "right", monkeypatch) is right.bag
+    assert task_parse(path, "right", monkeypatch) is right.bag.dags["right"]
     assert (right is left) is not honours_context, "a file that builds only the DAG asked for is parsed per DAG"
 
 
 def workload(
-    dag_rel_path: str = "ml_training_pipeline.py", version: str | None = None, kind: str = "ExecuteTask"
+    dag_rel_path: str = "ml_training_pipeline.py", version: str | None = None, bundle: str = "dags-folder"
 ) -> str:
-    bundle = {"name": "dags-folder", "version": version}
-    ti = {"dag_id": "ml_training_pipeline", "task_id": "ingest"}
-    return json.dumps({"type": kind, "dag_rel_path": dag_rel_path, "bundle_info": bundle, "ti": ti})
+    """What the Celery executor sends a worker for a task: ``ExecuteTask.make`` from a task instance (Airflow's own
+    models: its DAG, DAG run and bundle), dumped with ``model_dump_json()`` as the executor dumps it."""
+    from airflow.executors.workloads import ExecuteTask
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    with DAG("ml_training_pipeline", schedule=None) as dag:
+        EmptyOperator(task_id="ingest_csv")
+    task = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("ingest_csv")
+    ti = TaskInstance(task=task, run_id="manual__r", dag_version_id=uuid.uuid4())
+    ti.dag_model = DagModel(dag_id=dag.dag_id, bundle_name=bundle, relative_fileloc=dag_rel_path)
+    ti.dag_run = DagRun(dag_id=dag.dag_id, run_id="manual__r", run_type="manual", bundle_version=version)
+    return ExecuteTask.make(ti).model_dump_json()
+
+
+def callback_workload() -> str:
+    """A DAG-bundle workload that is not a task: a callback, as the executor sends it."""
+    from airflow.executors.workloads import BundleInfo, ExecuteCallback
+    from airflow.executors.workloads.callback import CallbackDTO, CallbackFetchMethod
+
+    callback = CallbackDTO(id=str(uuid.uuid4()), fetch_method=CallbackFetchMethod.IMPORT_PATH, data={"path": "x.y"})
+    return ExecuteCallback(
+        token="",
+        dag_rel_path=Path("ml_training_pipeline.py"),
+        bundle_info=BundleInfo(name="dags-folder"),
+        log_path=None,
+        callback=callback,
+    ).model_dump_json()
 
 
 def test_a_task_workload_in_the_local_dag_folder_is_pre_parsed(dags_folder: Path) -> None:
@@ -230,11 +303,11 @@ def test_a_task_workload_in_the_local_dag_folder_is_pre_parsed(dags_folder: Path
 
 @pytest.mark.parametrize(
     "payload",
-    [workload(version="abc123"), workload(kind="ExecuteCallback"), "not json", json.dumps(["ExecuteTask"])],
+    [lambda: workload(version="abc123"), callback_workload, lambda: "not json", lambda: json.dumps(["ExecuteTask"])],
     ids=["versioned bundle", "callback", "not json", "not an object"],
 )
-def test_other_workloads_are_left_to_airflow(payload: str) -> None:
-    assert dag_cache.workload_target(payload) is None
+def test_other_workloads_are_left_to_airflow(payload: Callable[[], str]) -> None:
+    assert dag_cache.workload_target(payload()) is None
 
 
 def test_a_pre_parse_that_fails_leaves_the_task_to_parse_itself(
@@ -246,7 +319,7 @@ def test_a_pre_parse_that_fails_leaves_the_task_to_parse_itself(
     prepare(cache, write_dag(tmp_path, "previous"), "previous")  # the pool process's task before this one
     cache._parses.clear()
 
-    unknown_bundle = json.dumps({**json.loads(workload()), "bundle_info": {"name": "no-such-bundle"}})
+    unknown_bundle = workload(bundle="no-such-bundle")
     with caplog.at_level(logging.WARNING, logger=dag_cache.__name__):
         dag_cache._on_task_prerun(sender=Sender(), args=(unknown_bundle,))
     assert "could not pre-parse the task's DAG file" in caplog.text
@@ -264,10 +337,40 @@ def test_a_setting_that_is_not_a_boolean_names_the_chart_value() -> None:
         dag_cache.enabled("sometimes")
 
 
-def test_without_the_setting_airflow_parses_as_stock(monkeypatch: pytest.MonkeyPatch) -> None:
+DAG_CACHE = next(patch for patch in patches.PATCHES if patch.module is dag_cache)
+
+
+def test_without_the_setting_airflow_parses_as_stock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.dag_processing import dagbag
 
     monkeypatch.delenv(dag_cache.ENV, raising=False)
     before = dagbag.BundleDagBag
-    assert not dag_cache.install()
+    assert patches.install(DAG_CACHE) == patches.OFF
     assert dagbag.BundleDagBag is before
+    assert "first" in task_parse(write_dag(tmp_path, "stock"), "stock", monkeypatch).task_dict
+
+
+def test_with_a_symbol_it_relies_on_gone_the_cache_stays_out_and_tasks_parse_as_stock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An Airflow without ``context._get_variable``: the cache could not tell files that read Variables."""
+    from airflow.dag_processing import dagbag
+    from airflow.sdk.execution_time import context
+
+    monkeypatch.setenv(dag_cache.ENV, "true")
+    monkeypatch.delattr(context, "_get_variable")
+    before = dagbag.BundleDagBag
+    try:
+        with caplog.at_level(logging.WARNING):
+            state = patches.install(DAG_CACHE)
+        assert state.startswith(f"{patches.NOT_INSTALLED}: ") and "_get_variable" in state
+        assert dagbag.BundleDagBag is before, "Airflow's own BundleDagBag"
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert "dag-cache (tuning.workerDagCache" in warnings[0] and "_get_variable" in warnings[0]
+        path = write_dag(tmp_path, "uncached")
+        with caplog.at_level(logging.INFO, logger=dag_cache.__name__):
+            assert "first" in task_parse(path, "uncached", monkeypatch).task_dict
+        assert "taken from the worker's parse" not in caplog.text
+    finally:
+        dag_cache.uninstall()

@@ -2,20 +2,26 @@
 
 Airflow's own supervisor machinery (WatchedSubprocess: the fork, the socket handlers, the select loop and the
 reaping) runs a real child process; only the Execution API client is absent, as the base class needs none.
+``ActivitySubprocess.wait()`` (tests/worker/supervised.py) reaches the installed switch as a worker's does.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-from sluice.worker import exit_wakeup
+from sluice.worker import exit_wakeup, patches
 
+from tests.worker import supervised
 from tests.worker.switches import switched_on
+
+EXIT_WAKEUP = next(patch for patch in patches.PATCHES if patch.module is exit_wakeup)
 
 # How long one select() may sleep here: far longer than the test takes when the wake-up works, so a missing
 # wake-up shows up as the watch never firing (asserted), not as a timing.
@@ -83,10 +89,31 @@ def test_the_watch_is_closed_when_monitoring_ends_without_it_firing(
     assert not proc.selector.get_map()
 
 
-def test_supervisors_monitor_with_the_watch_once_installed(wakeup: ModuleType) -> None:
-    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
+def closes_its_sockets_then_exits() -> None:
+    """A task process on its way out: its supervisor sockets close first, the process exits a moment later."""
+    print("started", flush=True)
+    os.closerange(0, 4096)
+    time.sleep(0.5)
+    os._exit(0)
 
-    assert ActivitySubprocess._monitor_subprocess is wakeup._monitor_subprocess
+
+def test_wait_reaps_a_task_process_that_closed_its_sockets_as_it_exits(
+    wakeup: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow's ``ActivitySubprocess.wait()`` runs the installed switch; with an hour between selects (as if the
+    interval were that long), only the pidfd can end the wait."""
+    watches: list[Any] = []
+    watch_exit = exit_wakeup.watch_exit
+
+    def recorded(supervisor: Any) -> Any:
+        watches.append(watch_exit(supervisor))
+        return watches[-1]
+
+    monkeypatch.setattr(exit_wakeup, "watch_exit", recorded)
+    with supervised.bounded(60, "the supervisor slept out its select() instead of waking at the exit"):
+        exit_code, _ = supervised.supervise(closes_its_sockets_then_exits, monkeypatch, 3600, heartbeat_timeout=7200)
+    assert exit_code == 0
+    assert len(watches) == 1 and watches[0] is not None and watches[0].fd is None
 
 
 def test_without_the_setting_the_supervisor_is_airflows_own(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,8 +121,50 @@ def test_without_the_setting_the_supervisor_is_airflows_own(monkeypatch: pytest.
 
     monkeypatch.delenv(exit_wakeup.ENV, raising=False)
     before = ActivitySubprocess._monitor_subprocess
-    assert not exit_wakeup.install()
+    assert patches.install(EXIT_WAKEUP) == patches.OFF
     assert ActivitySubprocess._monitor_subprocess is before is not exit_wakeup._monitor_subprocess
+
+
+def test_where_pidfds_do_not_exist_the_switch_stays_out_and_tasks_are_supervised_as_stock(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
+
+    monkeypatch.setenv(exit_wakeup.ENV, "true")
+    # A Python without os.pidfd_open (not Linux), as the switch sees it; psutil, which Airflow uses, keeps its own.
+    monkeypatch.setattr(exit_wakeup, "os", SimpleNamespace(getpid=os.getpid, close=os.close))
+    before = ActivitySubprocess._monitor_subprocess
+    try:
+        with caplog.at_level(logging.WARNING):
+            state = patches.install(EXIT_WAKEUP)
+        assert state.startswith(patches.NOT_INSTALLED) and "os.pidfd_open" in state
+        assert ActivitySubprocess._monitor_subprocess is before
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "exit-wakeup" in warnings[0], warnings
+
+        def exits() -> None:
+            os._exit(0)
+
+        assert supervised.supervise(exits, monkeypatch, 1)[0] == 0, "Airflow's own loop supervises the task"
+    finally:
+        exit_wakeup.uninstall()
+
+
+def test_without_the_supervisor_loop_it_replaces_the_switch_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
+
+    monkeypatch.setenv(exit_wakeup.ENV, "true")
+    monkeypatch.delattr(ActivitySubprocess, "_monitor_subprocess")
+    try:
+        with caplog.at_level(logging.WARNING):
+            state = patches.install(EXIT_WAKEUP)
+        assert state.startswith(patches.NOT_INSTALLED) and "_monitor_subprocess" in state
+        assert exit_wakeup.PATCH.original is None and not hasattr(ActivitySubprocess, "_monitor_subprocess")
+        assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    finally:
+        exit_wakeup.uninstall()
 
 
 def test_a_process_already_reaped_gets_no_watch() -> None:

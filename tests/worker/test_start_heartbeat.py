@@ -1,26 +1,27 @@
 """A task's start counts as its first heartbeat; later heartbeats still come once per interval.
 
-Airflow's own task supervisor (ActivitySubprocess: the start request, the fork, the select loop, the
-heartbeats) supervises a real child process that logs a line (what wakes the supervisor's loop, as a task's
-first message does) and exits. The Execution API's answers are canned here, recorded per request: the real
-API server needs a queued task instance in a metadata DB, and the stack test
-(tests/integration/stack/test_stack_pipeline.py) counts the real server's heartbeat requests per task.
+Airflow's own task supervisor (ActivitySubprocess.start and wait(), tests/worker/supervised.py) supervises a
+real child process that logs a line (what wakes the supervisor's loop, as a task's first message does) and
+exits. The stack test (tests/integration/stack/test_stack_pipeline.py) counts the real API server's heartbeat
+requests per task.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from types import ModuleType
 
-import httpx
 import pytest
-from sluice.worker import start_heartbeat
+from sluice import compat
+from sluice.worker import patches, start_heartbeat
 
+from tests.worker import supervised
 from tests.worker.switches import switched_on
+
+START_HEARTBEAT = next(patch for patch in patches.PATCHES if patch.module is start_heartbeat)
 
 
 @pytest.fixture
@@ -30,47 +31,14 @@ def start_is_heartbeat(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
 def supervise(lives: float, min_heartbeat_interval: float, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Run one supervised child that lives ``lives`` seconds; the Execution API requests it caused, in order."""
-    from airflow.sdk.api.client import Client
-    from airflow.sdk.api.datamodels._generated import BundleInfo, DagRun, TaskInstance, TIRunContext
-    from airflow.sdk.execution_time import supervisor
-
-    monkeypatch.setattr(supervisor, "MIN_HEARTBEAT_INTERVAL", min_heartbeat_interval)
-    now = datetime.now(UTC)
-    run = DagRun(
-        dag_id="d",
-        run_id="r",
-        logical_date=None,
-        data_interval_start=None,
-        data_interval_end=None,
-        run_after=now,
-        start_date=now,
-        end_date=None,
-        run_type="manual",
-        state="running",
-        consumed_asset_events=[],
-        partition_key=None,
-    )
-    requests: list[str] = []
-
-    def execution_api(request: httpx.Request) -> httpx.Response:
-        requests.append(f"{request.method} {request.url.path.rsplit('/', 1)[-1]}")
-        if request.url.path.endswith("/run"):
-            return httpx.Response(200, json=TIRunContext(dag_run=run, max_tries=0).model_dump(mode="json"))
-        return httpx.Response(204)
 
     def task() -> None:
         print("started", flush=True)  # wakes the supervisor's loop while the task runs, as its first message does
         time.sleep(lives)
         os._exit(0)
 
-    ti = TaskInstance(
-        id=uuid.uuid4(), task_id="t", dag_id="d", run_id="r", try_number=1, dag_version_id=uuid.uuid4(), map_index=-1
-    )
-    client = Client(base_url=None, dry_run=True, token="", transport=httpx.MockTransport(execution_api))
-    bundle = BundleInfo(name="dags-folder", version=None)
-    start = supervisor.ActivitySubprocess.start
-    proc = start(what=ti, dag_rel_path="d.py", bundle_info=bundle, client=client, target=task)
-    assert proc.wait() == 0
+    exit_code, requests = supervised.supervise(task, monkeypatch, min_heartbeat_interval)
+    assert exit_code == 0
     return requests
 
 
@@ -82,8 +50,46 @@ def test_a_task_shorter_than_the_interval_sends_no_heartbeat(
 
 def test_without_the_setting_airflow_heartbeats_right_after_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(start_heartbeat.ENV, raising=False)
-    assert not start_heartbeat.install()
+    assert patches.install(START_HEARTBEAT) == patches.OFF
     assert supervise(lives=0.5, min_heartbeat_interval=60, monkeypatch=monkeypatch) == ["PATCH run", "PUT heartbeat"]
+
+
+def test_on_an_untested_task_sdk_the_switch_stays_out_and_airflow_heartbeats_as_stock(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = compat.installed_version
+    monkeypatch.setattr(compat, "installed_version", lambda d: "1.4.0" if d == "apache-airflow-task-sdk" else real(d))
+    monkeypatch.setenv(start_heartbeat.ENV, "true")
+    try:
+        with caplog.at_level(logging.WARNING):
+            state = patches.install(START_HEARTBEAT)
+        assert state.startswith(patches.NOT_INSTALLED) and "apache-airflow-task-sdk 1.4.0" in state
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "start-heartbeat" in warnings[0], warnings
+        requests = supervise(lives=0.5, min_heartbeat_interval=60, monkeypatch=monkeypatch)
+        assert requests == ["PATCH run", "PUT heartbeat"], "Airflow's own start"
+    finally:
+        start_heartbeat.uninstall()
+
+
+@pytest.mark.parametrize("name", ["_on_child_started", "_last_heartbeat_attempt", "_last_successful_heartbeat"])
+def test_without_a_supervisor_symbol_it_relies_on_the_switch_is_not_installed(
+    name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
+
+    monkeypatch.setenv(start_heartbeat.ENV, "true")
+    monkeypatch.delattr(ActivitySubprocess, name)
+    try:
+        with caplog.at_level(logging.WARNING):
+            state = patches.install(START_HEARTBEAT)
+        assert state.startswith(patches.NOT_INSTALLED) and name in state
+        assert start_heartbeat.PATCH.original is None, "Airflow's class is left as it is"
+        assert not hasattr(ActivitySubprocess, name)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "start-heartbeat" in warnings[0] and name in warnings[0], warnings
+    finally:
+        start_heartbeat.uninstall()
 
 
 def test_a_task_longer_than_the_interval_still_heartbeats(
@@ -92,12 +98,6 @@ def test_a_task_longer_than_the_interval_still_heartbeats(
     requests = supervise(lives=2.0, min_heartbeat_interval=0.2, monkeypatch=monkeypatch)
     assert requests[0] == "PATCH run"
     assert requests.count("PUT heartbeat") >= 2, requests
-
-
-def test_supervisors_start_tasks_through_the_switch_once_installed(start_is_heartbeat: ModuleType) -> None:
-    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
-
-    assert ActivitySubprocess._on_child_started is start_is_heartbeat._on_child_started
 
 
 def test_a_failed_start_leaves_the_heartbeat_clock_alone(

@@ -31,17 +31,20 @@ def _report(redis_url: str, tmp_path: Path, preload_env: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # a real Celery worker on a throwaway Redis
 def test_task_processes_inherit_the_preloaded_modules(redis_url: str, tmp_path: Path) -> None:
     report = _report(redis_url, tmp_path, ",".join(PRELOADED))
     assert report["loaded"] == dict.fromkeys(PRELOADED, True)
     assert report["frozen"] > 0, "the preloaded objects should be frozen out of the children's collections"
 
 
+@pytest.mark.slow  # a real Celery worker on a throwaway Redis
 def test_pool_processes_inherit_configured_orm_mappers(redis_url: str, tmp_path: Path) -> None:
     """Not configured per pool process at its first result write (Airflow then imports all its models)."""
     assert _report(redis_url, tmp_path, ",".join(PRELOADED))["mappers_configured"] is True
 
 
+@pytest.mark.slow  # a real Celery worker on a throwaway Redis
 def test_without_a_preload_list_each_task_imports_for_itself(redis_url: str, tmp_path: Path) -> None:
     report = _report(redis_url, tmp_path, "")
     assert report["loaded"] == dict.fromkeys(PRELOADED, False)

@@ -69,6 +69,7 @@ def kube_api(tmp_path: Path) -> Iterator[tuple[StubKubernetesApi, Path]]:
     server.shutdown()
 
 
+@pytest.mark.slow  # a real Celery worker on a throwaway Redis
 def test_sigterm_lets_the_running_task_finish_and_takes_no_new_one(redis_url: str, tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -86,6 +87,7 @@ def test_sigterm_lets_the_running_task_finish_and_takes_no_new_one(redis_url: st
         stop(worker)
 
 
+@pytest.mark.slow  # a real Celery worker on a throwaway Redis
 def test_keeper_tracks_running_tasks_and_returns_to_zero(redis_url: str, tmp_path: Path, kube_api) -> None:
     api, kubeconfig = kube_api
     markers = tmp_path / "markers"

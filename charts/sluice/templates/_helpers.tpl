@@ -257,7 +257,7 @@ capabilities:
 {{- define "sluice.poolLoadQuery" -}}
 {{- $queues := list -}}
 {{- range .pool.queues }}{{ $queues = append $queues (printf "'%s'" .) }}{{ end -}}
-{{- .root.Files.Get "files/pool-load.sql" | replace "{queues}" (join ", " $queues) | replace "{concurrency}" (toString (.pool.concurrency | default 8)) | trim -}}
+{{- .root.Files.Get "files/pool-load.sql" | replace "{queues}" (join ", " $queues) | replace "{concurrency}" (toString (int .pool.concurrency)) | trim -}}
 {{- end -}}
 
 {{/* One Airflow component Deployment: api-server, scheduler, dag-processor, triggerer. */}}
@@ -320,9 +320,26 @@ spec:
         {{- include "sluice.airflowVolumes" $root | nindent 8 }}
 {{- end -}}
 
-{{/* A pool's grace period: its terminationGracePeriodSeconds when set (0 kept), else 600 as in sluice.platform.Pool. */}}
-{{- define "sluice.poolGracePeriod" -}}
-{{- if hasKey . "terminationGracePeriodSeconds" }}{{ int .terminationGracePeriodSeconds }}{{ else }}600{{ end -}}
+{{/* JSON of `top` over `base`: top's value wins (0, false and null too), mappings merge key by key, anything else
+(lists included) is replaced. sluice.platform.merge_pool_defaults is the package's copy. */}}
+{{- define "sluice.deepMerge" -}}
+{{- $out := deepCopy (.base | default dict) -}}
+{{- range $key, $value := .top -}}
+  {{- $under := get $out $key -}}
+  {{- if and (kindIs "map" $value) (kindIs "map" $under) -}}
+    {{- $_ := set $out $key (include "sluice.deepMerge" (dict "base" $under "top" $value) | fromJson) -}}
+  {{- else -}}
+    {{- $_ := set $out $key $value -}}
+  {{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* One pool merged over poolDefaults, as JSON: the only place a pool's defaults are applied. Every template that
+reads a pool's field reads it from here: `$p := include "sluice.pool" (dict "root" $ "pool" $pool) | fromJson`.
+Numbers come back as float64: print them through `int`. */}}
+{{- define "sluice.pool" -}}
+{{- include "sluice.deepMerge" (dict "base" .root.Values.poolDefaults "top" .pool) -}}
 {{- end -}}
 
 {{/* [core] parallelism per scheduler (Airflow caps queued+running task instances per scheduler, over all its
@@ -333,10 +350,11 @@ JSON: poolSlots, schedulers, kubernetes, derived, explicit (scheduler.parallelis
 derived). Numbers go through `int`: Helm 3.18.0 hands values' numbers to templates as json.Number strings. */}}
 {{- define "sluice.parallelism" -}}
 {{- $slots := 0 -}}
-{{- range $pool := .Values.pools -}}
-  {{- $as := include "sluice.poolAutoscaling" $pool | fromJson -}}
+{{- range $raw := .Values.pools -}}
+  {{- $pool := include "sluice.pool" (dict "root" $ "pool" $raw) | fromJson -}}
+  {{- $as := $pool.autoscaling -}}
   {{- $workers := ternary $as.maxReplicas $as.minReplicas $as.enabled -}}
-  {{- $slots = add $slots (mul (int $workers) (int ($pool.concurrency | default 8))) -}}
+  {{- $slots = add $slots (mul (int $workers) (int $pool.concurrency)) -}}
 {{- end -}}
 {{- $schedulers := max 1 (int .Values.scheduler.replicas) -}}
 {{- $kubernetes := 0 -}}
@@ -344,18 +362,6 @@ derived). Numbers go through `int`: Helm 3.18.0 hands values' numbers to templat
 {{- $derived := add (div (sub (add $slots $schedulers) 1) $schedulers) $kubernetes -}}
 {{- $explicit := int (.Values.scheduler.parallelism | default 0) -}}
 {{- toJson (dict "poolSlots" $slots "schedulers" $schedulers "kubernetes" $kubernetes "derived" $derived "explicit" $explicit "value" (ternary $explicit $derived (gt $explicit 0))) -}}
-{{- end -}}
-
-{{/* A pool's autoscaling with the same defaults as sluice.platform.Autoscaling (0 and false kept). */}}
-{{- define "sluice.poolAutoscaling" -}}
-{{- $as := .autoscaling | default dict -}}
-{{- $down := $as.scaleDown | default dict -}}
-{{- $d := dict "enabled" true "minReplicas" 1 "maxReplicas" 4 "cooldownPeriod" 300 "pollingInterval" 15 -}}
-{{- range $k, $v := $d }}{{ if hasKey $as $k }}{{ $_ := set $d $k (get $as $k) }}{{ end }}{{ end -}}
-{{- $sd := dict "stabilizationWindowSeconds" 300 "podsPerPeriod" 1 "periodSeconds" 60 -}}
-{{- range $k, $v := $sd }}{{ if hasKey $down $k }}{{ $_ := set $sd $k (get $down $k) }}{{ end }}{{ end -}}
-{{- $_ := set $d "scaleDown" $sd -}}
-{{- toJson $d -}}
 {{- end -}}
 
 {{/* The artifact store's credentials (e.g. AWS_* / AWS_ENDPOINT_URL for MinIO): the operator reads step

@@ -29,13 +29,12 @@ class StepError(Exception):
 @dataclass
 class StepContext:
     step: str
-    inputs: dict[str, str]
+    inputs: dict[str, str | list[str]]  # a fan-in input (a mapped step's outputs) is a list of URIs
     outputs: dict[str, str]
     params: dict[str, Any]
     result_uri: str
     prefix: str
     root: str = ""
-    storage_options: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
 
@@ -88,7 +87,7 @@ class StepContext:
     # Writers: each buffers the whole artifact, then lands it atomically.
     def write_bytes(self, name: str, data: bytes) -> str:
         uri = self.output(name)
-        atomic_write(uri, data, self.storage_options)
+        atomic_write(uri, data)
         self.written.append(uri)
         return uri
 
@@ -115,7 +114,7 @@ class StepContext:
 
     def open_uri(self, uri: str, mode: str = "rb", what: str = "artifact") -> Any:
         try:
-            return fsspec.open(uri, mode, **self.storage_options).open()
+            return fsspec.open(uri, mode).open()
         except FileNotFoundError:
             raise StepError(f"{what}: {uri} does not exist") from None
 
@@ -139,10 +138,10 @@ class StepContext:
             return json.load(handle)
 
 
-def atomic_write(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+def atomic_write(uri: str, data: bytes) -> None:
     """Temp name beside the target, then rename, on a filesystem; one whole PUT on an object store
     (already atomic). A failure leaves neither the target nor a temp file."""
-    fs, path = url_to_fs(uri, **(storage_options or {}))
+    fs, path = url_to_fs(uri)
     protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
     if not {"file", "local"} & set(protocols):
         fs.pipe_file(path, data)
@@ -179,7 +178,6 @@ def context_from_env(step: str, environ: dict[str, str] | None = None) -> StepCo
         raise StepError(f"SLUICE_CONTRACT_VERSION is {version!r}; this step image speaks contract v{CONTRACT_VERSION}")
     if not env.get("SLUICE_RESULT_URI"):
         raise StepError("SLUICE_RESULT_URI is not set; run the step through a Sluice launcher")
-    options = _env_json("SLUICE_STORAGE_OPTIONS", env) if env.get("SLUICE_STORAGE_OPTIONS") else {}
     return StepContext(
         step=step,
         inputs=_env_json("SLUICE_STEP_INPUTS", env),
@@ -188,7 +186,6 @@ def context_from_env(step: str, environ: dict[str, str] | None = None) -> StepCo
         result_uri=env["SLUICE_RESULT_URI"],
         prefix=env.get("SLUICE_ARTIFACT_PREFIX", ""),
         root=env.get("SLUICE_ARTIFACT_ROOT", ""),
-        storage_options=options,
     )
 
 
@@ -196,7 +193,7 @@ def _discard(ctx: StepContext) -> None:
     """A failed step leaves no output behind, not even the ones it finished before failing."""
     for uri in ctx.written:
         try:
-            fs, path = url_to_fs(uri, **ctx.storage_options)
+            fs, path = url_to_fs(uri)
             if fs.exists(path):
                 fs.rm(path)
         except Exception as exc:  # report, but the step's own error is what matters
@@ -222,7 +219,7 @@ def run_step(step: str, body: Callable[[StepContext], None], environ: dict[str, 
             "started_at": started,
             "finished_at": datetime.now(UTC).isoformat(),
         }
-        atomic_write(ctx.result_uri, json.dumps(result, indent=2, default=str).encode(), ctx.storage_options)
+        atomic_write(ctx.result_uri, json.dumps(result, indent=2, default=str).encode())
         return 0
     except StepError as exc:
         if ctx:

@@ -35,14 +35,14 @@ def _read_sql(source: str, query: str | None) -> pd.DataFrame:
         engine.dispose()
 
 
-def _read_file(source: str, fmt: str | None, storage_options: dict) -> pd.DataFrame:
+def _read_file(source: str, fmt: str | None) -> pd.DataFrame:
     """Every file source goes through fsspec (local, s3://, http(s)://, ...), so errors read the same."""
     if fmt is None:
         fmt = "parquet" if source.endswith((".parquet", ".pq")) else "csv" if source.endswith(".csv") else None
     if fmt not in ("csv", "parquet"):
         raise StepError(f"param 'format': cannot tell the format of {source!r}; set format to csv or parquet")
     try:
-        with fsspec.open(source, "rb", **storage_options) as handle:
+        with fsspec.open(source, "rb") as handle:
             return pd.read_csv(handle) if fmt == "csv" else pd.read_parquet(handle)
     except FileNotFoundError:
         raise StepError(f"param 'source': {source} does not exist") from None
@@ -67,7 +67,7 @@ def run(ctx: StepContext) -> None:
     if _is_sql(source):
         frame = _read_sql(source, ctx.param("query", None))
     else:
-        frame = _read_file(source, ctx.param("format", None), ctx.storage_options)
+        frame = _read_file(source, ctx.param("format", None))
     if frame.empty:
         raise StepError(f"param 'source': {source} holds no rows")
     ctx.write_parquet("data", frame)

@@ -45,7 +45,7 @@ def leaderboard_table(leaderboard: dict[str, Any]) -> str:
 
 def model_card(
     name: str,
-    evaluation: dict,
+    evaluation: dict[str, Any],
     inputs: dict[str, Any],
     version: str | None = None,
     leaderboard: dict[str, Any] | None = None,
@@ -81,7 +81,8 @@ def model_card(
 
 def _read_bytes(ctx: StepContext, name: str) -> bytes:
     with ctx.open_input(name) as handle:
-        return handle.read()
+        data: bytes = handle.read()
+    return data
 
 
 def run(ctx: StepContext) -> None:
@@ -106,12 +107,12 @@ def run(ctx: StepContext) -> None:
     wanted = ctx.params.get("version") or ""  # unset, null or "": the next number
     if not isinstance(wanted, str | int):
         raise StepError(f"param 'version' must be a string or an integer, got {wanted!r}")
-    current = registry.read_current(base, ctx.storage_options)
+    current = registry.read_current(base)
     if not wanted and current and current.get("model_sha256") == digest:
         version, registered = current["version"], False
         card_text = model_card(name, evaluation, ctx.inputs, version, leaderboard, PLOT_FILE if plot else None)
     else:
-        version = str(wanted) if wanted else registry.next_version(base, ctx.storage_options)
+        version = str(wanted) if wanted else registry.next_version(base)
         card_text = model_card(name, evaluation, ctx.inputs, version, leaderboard, PLOT_FILE if plot else None)
         files = {
             "model.joblib": model_bytes,
@@ -132,8 +133,8 @@ def run(ctx: StepContext) -> None:
             "champion": (leaderboard or {}).get("champion", {}).get("candidate"),
             "source_prefix": ctx.prefix,
         }
-        registry.publish_version(base, version, files, metadata, ctx.storage_options)
-        registry.set_current(base, version, ctx.storage_options)  # only once the version is complete
+        registry.publish_version(base, version, files, metadata)
+        registry.set_current(base, version)  # only once the version is complete
         registered = True
     ctx.write_text("model_card", card_text)
     ctx.write_json(

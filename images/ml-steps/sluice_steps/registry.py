@@ -40,13 +40,13 @@ def _join(*parts: str) -> str:
     return "/".join([parts[0].rstrip("/"), *(p.strip("/") for p in parts[1:])])
 
 
-def _fs(base_uri: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+def _fs(base_uri: str) -> tuple[Any, str]:
     """The filesystem and path of ``base_uri``, with no listing remembered from before.
 
     fsspec reuses filesystem instances, and s3fs caches listings in them: once a process had listed the
     registry, a version another writer published afterwards looked absent, and ``publish_version``
     overwrote it. Every registry decision reads the store itself (a no-op on a local directory)."""
-    fs, path = url_to_fs(base_uri, **(storage_options or {}))
+    fs, path = url_to_fs(base_uri)
     fs.invalidate_cache()
     return fs, path
 
@@ -55,9 +55,9 @@ class VersionExists(StepError):
     """Publishing would overwrite a published (or partly written) version: refused."""
 
 
-def version_names(base_uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+def version_names(base_uri: str) -> list[str]:
     """Every version directory (complete or not, temp directories excluded), oldest first."""
-    fs, base = _fs(base_uri, storage_options)
+    fs, base = _fs(base_uri)
     if not fs.exists(base):
         return []
     names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)]
@@ -65,27 +65,29 @@ def version_names(base_uri: str, storage_options: dict[str, Any] | None = None) 
     return sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
 
 
-def next_version(base_uri: str, storage_options: dict[str, Any] | None = None) -> str:
+def next_version(base_uri: str) -> str:
     """One above the highest numbered version, incomplete ones included (they are never reused)."""
-    numbers = [int(n) for n in version_names(base_uri, storage_options) if n.isdigit()]
+    numbers = [int(n) for n in version_names(base_uri) if n.isdigit()]
     return str(max(numbers, default=0) + 1)
 
 
-def read_version(base_uri: str, version: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def read_version(base_uri: str, version: str) -> dict[str, Any] | None:
     """The version's metadata (its ``_VERSION.json``), or None while it is incomplete or absent."""
-    fs, base = _fs(base_uri, storage_options)
+    fs, base = _fs(base_uri)
     marker = _join(base, version, MARKER)
     if not fs.exists(marker):
         return None
-    return json.loads(fs.cat_file(marker))
+    metadata: dict[str, Any] = json.loads(fs.cat_file(marker))
+    return metadata
 
 
-def read_current(base_uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    fs, base = _fs(base_uri, storage_options)
+def read_current(base_uri: str) -> dict[str, Any] | None:
+    fs, base = _fs(base_uri)
     pointer = _join(base, POINTER)
     if not fs.exists(pointer):
         return None
-    return json.loads(fs.cat_file(pointer))
+    current: dict[str, Any] = json.loads(fs.cat_file(pointer))
+    return current
 
 
 def publish_version(
@@ -93,12 +95,11 @@ def publish_version(
     version: str,
     files: dict[str, bytes],
     metadata: dict[str, Any],
-    storage_options: dict[str, Any] | None = None,
 ) -> str:
     """Write ``files`` + ``_VERSION.json`` as version ``version``; refuse if that version exists at all."""
     if not version or "/" in version or version.startswith((".", "_")) or version == POINTER:
         raise StepError(f"param 'version': {version!r} is not a usable version name (no '/', not '.'/'_' first)")
-    fs, base = _fs(base_uri, storage_options)
+    fs, base = _fs(base_uri)
     target = _join(base, version)
     if fs.exists(target):
         raise VersionExists(
@@ -132,9 +133,9 @@ def publish_version(
     return _join(base_uri, version)
 
 
-def set_current(base_uri: str, version: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def set_current(base_uri: str, version: str) -> dict[str, Any]:
     """Point ``current`` at a complete version: one atomic write (temp + rename, or one PUT)."""
-    metadata = read_version(base_uri, version, storage_options)
+    metadata = read_version(base_uri, version)
     if metadata is None:
         raise StepError(f"version {version!r} of {base_uri} is not complete (no {MARKER}); current is unchanged")
     pointer = {
@@ -143,5 +144,5 @@ def set_current(base_uri: str, version: str, storage_options: dict[str, Any] | N
         "switched_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model_sha256": metadata.get("model_sha256"),
     }
-    atomic_write(_join(base_uri, POINTER), json.dumps(pointer, indent=2, sort_keys=True).encode(), storage_options)
+    atomic_write(_join(base_uri, POINTER), json.dumps(pointer, indent=2, sort_keys=True).encode())
     return pointer

@@ -27,7 +27,7 @@ def run(ctx: StepContext) -> None:
     minutes = slot_minutes(ctx, 15)
     start = slot(ctx.param("interval_start", kind=str), minutes)
     base = f"{(ctx.param('registry', '', kind=str) or ctx.shared_uri('models')).rstrip('/')}/{name}"
-    current = registry.read_current(base, ctx.storage_options)
+    current = registry.read_current(base)
     if current is None:
         raise StepError(
             f"model {name!r} has no current version in {base}; register one first: "

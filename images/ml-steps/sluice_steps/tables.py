@@ -27,7 +27,7 @@ def slot(value: str, minutes: int) -> datetime:
 
 
 def slot_minutes(ctx: StepContext, default: int) -> int:
-    minutes = ctx.param("interval_minutes", default, kind=int)
+    minutes: int = ctx.param("interval_minutes", default, kind=int)
     if minutes < 1 or 1440 % minutes:
         raise StepError(f"param 'interval_minutes' must divide a day (15, 60, 1440, ...), got {minutes}")
     return minutes
@@ -41,5 +41,5 @@ def write_partition_file(ctx: StepContext, uri: str, frame: Any) -> str:
     """Replace one partition file atomically with ``frame``; returns its URI."""
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    atomic_write(uri, buffer.getvalue(), ctx.storage_options)
+    atomic_write(uri, buffer.getvalue())
     return uri

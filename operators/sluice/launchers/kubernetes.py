@@ -12,6 +12,7 @@ import logging
 import re
 from typing import Any
 
+from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
 from kubernetes.client import models as k8s
 
 from sluice.code_identity import CodeIdentity, of_image
@@ -19,13 +20,6 @@ from sluice.launchers.base import StepFailed, StepRun
 from sluice.platform import Platform, Profile
 
 STEP_UID = 10001
-LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def label_value(value: object) -> str:
-    """A Kubernetes label value: 63 chars, alphanumeric at both ends."""
-    cleaned = LABEL_VALUE.sub("-", str(value))[:63].strip("-_.")
-    return cleaned or "none"
 
 
 def pod_name(step: StepRun) -> str:
@@ -64,7 +58,9 @@ def labels(step: StepRun) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "sluice-step",
         "app.kubernetes.io/managed-by": "sluice",
-        "sluice.io/profile": label_value(step.profile_name),
+        # The provider's rule, as for its own labels: a name that is not a valid label value is cut and given a
+        # hash of the whole name, so two profiles never share a label.
+        "sluice.io/profile": make_safe_label_value(step.profile_name),
         **step.labels,
     }
 
@@ -158,6 +154,7 @@ class KubernetesLauncher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self._operator: Any = None
+        self._killed = False  # on_kill ran: the pod's failure is the kill's doing (our flag, not the provider's)
 
     def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
         """The image: its digest, or its tag with the step's explicit cache_version; else no caching."""
@@ -185,10 +182,8 @@ class KubernetesLauncher:
         self._watch(step, lambda: operator.trigger_reentry(context, event))
 
     def _watch(self, step: StepRun, call: Any) -> None:
-        from airflow.providers.cncf.kubernetes.utils.pod_manager import (
-            PodLaunchFailedException,
-            PodLaunchTimeoutException,
-        )
+        from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import PodLaunchFailedException
+        from airflow.providers.cncf.kubernetes.utils.pod_manager import PodLaunchTimeoutException
 
         operator = self._operator
         try:
@@ -204,10 +199,11 @@ class KubernetesLauncher:
                     f"step pod for {step.task_id} did not start: {str(launch).splitlines()[0]}"
                     + (f" ({reason})" if reason else "")
                 ) from None
-            if getattr(operator, "_killed", False):
+            if self._killed:
                 raise StepFailed(f"step pod for {step.task_id} was deleted because the task was killed") from None
             raise StepFailed(f"step pod for {step.task_id} failed: {str(exc).splitlines()[0]}") from None
 
     def on_kill(self) -> None:
+        self._killed = True
         if self._operator is not None:
             self._operator.on_kill()

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
-from kubernetes.utils.quantity import parse_quantity
 
 from sluice.code_identity import CodeIdentity, of_local_command
 from sluice.launchers.base import StepFailed, StepRun
 from sluice.platform import Platform
+from sluice.quantity import parse_quantity  # not the kubernetes client's: it would load the whole client here
 
 POLL_SECONDS = 0.05
 TAIL_LINES = 20

@@ -36,7 +36,8 @@ class AirflowApi:
         while True:
             response = self.http.get(f"/dags/{dag_id}")
             if response.status_code == 200:
-                return response.json()
+                dag: dict[str, Any] = response.json()
+                return dag
             if time.monotonic() > deadline:
                 errors = self._call("GET", "/importErrors").get("import_errors", [])
                 raise StackError(f"DAG {dag_id} not parsed after {timeout:.0f} s; import errors: {errors}")

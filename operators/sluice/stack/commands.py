@@ -10,12 +10,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sluice.platform import PlatformError, repo_root, sluice_home
-from sluice.stack.config import DEFAULT_BROKER_URL, DEFAULT_DB_URL, StackConfig
+from sluice.stack.config import DEFAULT_BROKER_URL, DEFAULT_DB_URL, StackConfig, Tuning
 from sluice.stack.errors import StackError
 from sluice.stack.local import LocalStack, Status
+from sluice.worker.report import NOT_INSTALLED
 
 # Not on a terminal (a log, CI, a pipe): wide enough that tables are not cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
@@ -49,7 +51,9 @@ def up(
     dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs")] = DEFAULT_DAGS,
     api_port: Annotated[int, typer.Option(help="port of the API server and UI")] = 8080,
     autoscale: Annotated[bool, typer.Option(help="start and stop each pool's workers with its load")] = False,
-    tuning: Annotated[str, typer.Option(help="'sluice' (measured defaults) or 'stock' Airflow settings")] = "sluice",
+    tuning: Annotated[
+        Tuning, typer.Option(help="'sluice' (the chart's measured tuning) or 'stock' (Airflow's own defaults)")
+    ] = Tuning.sluice,
 ) -> None:
     """Start Airflow (api-server, scheduler, dag-processor, triggerer) and one Celery worker per pool."""
     stack = LocalStack(home or default_home())
@@ -64,7 +68,7 @@ def up(
         else None,
         api_port=api_port,
         autoscale=autoscale,
-        tuning=tuning,  # type: ignore[arg-type]
+        tuning=tuning,
     )
     console.print(
         f"[bold]Sluice local stack[/] in {stack.home} · executor [bold]CeleryExecutor[/] "
@@ -121,6 +125,26 @@ def down(home: HomeOption = None) -> None:  # type: ignore[assignment]
     console.print(f"data kept in {stack.home} (`sluice up` reuses it)")
 
 
+def patch_lines(status: Status) -> list[str]:
+    """Which Sluice patches the running workers have (sluice.worker.patches): one line per distinct set."""
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for comp in status.components:
+        if comp.kind == "worker" and comp.alive:
+            key = tuple(comp.patches.items()) if comp.patches is not None else ()
+            groups.setdefault(key, []).append(comp.name.removeprefix("worker "))
+    lines = []
+    for states, workers in groups.items():
+        described = [
+            f"{escape(name)} [yellow]{NOT_INSTALLED}[/] ({escape(state.split(': ', 1)[-1])})"
+            if state.startswith(NOT_INSTALLED)
+            else f"{escape(name)} {escape(state)}"
+            for name, state in states
+        ]
+        summary = ", ".join(described) or "[yellow]not reported yet[/] (the worker is starting)"
+        lines.append(f"worker patches ({', '.join(workers)}): {summary}")
+    return lines
+
+
 def _print_status(status: Status) -> None:
     components = Table(title="components")
     for column in ("component", "pid", "health", "restarts", "last exit", "log"):
@@ -130,6 +154,8 @@ def _print_status(status: Status) -> None:
         restarts = str(comp.restarts) if comp.restarts else ""
         components.add_row(comp.name, str(comp.pid), f"[{style}]{comp.health}[/]", restarts, comp.last_exit, comp.log)
     console.print(components)
+    for line in patch_lines(status):
+        console.print(line)
     if status.import_errors:
         errors = Table(title="[red]DAG files that do not import[/]")
         for column in ("file", "error"):

@@ -6,8 +6,8 @@ import json
 import os
 import secrets
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field
@@ -62,7 +62,16 @@ TUNING_KEYS = {
     "workerStartHeartbeat": "SLUICE_WORKER_START_HEARTBEAT",  # sluice.worker.start_heartbeat
     "taskTrackStarted": "AIRFLOW__CELERY__TASK_TRACK_STARTED",
 }
-TUNING_NAMES = ("stock", "sluice")
+
+
+class Tuning(StrEnum):
+    """``sluice up --tuning``: Airflow's own defaults, or the chart's measured ``tuning`` values."""
+
+    sluice = "sluice"
+    stock = "stock"
+
+
+TUNING_NAMES = tuple(Tuning)
 
 
 def tuning_settings(tuning: str) -> dict[str, str]:
@@ -89,7 +98,7 @@ class StackConfig(BaseModel):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     autoscale: bool = False
-    tuning: Literal["stock", "sluice"] = "sluice"
+    tuning: Tuning = Tuning.sluice
     artifact_root: str | None = None
     airflow_env: dict[str, str] = Field(default_factory=dict)  # extra/overriding AIRFLOW__* settings
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from sluice.embedded import write_local_settings
 from sluice.platform import Pool
@@ -30,6 +31,7 @@ from sluice.stack.config import (
 from sluice.stack.errors import StackError
 from sluice.stack.processes import Proc, clear_group, signal_proc, spawn, stop
 from sluice.stack.state import StackState, StateFile
+from sluice.worker import report
 
 Progress = Callable[[str], None]
 CORE = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -74,6 +76,7 @@ class ComponentStatus:
     log: str
     restarts: int = 0
     last_exit: str = ""
+    patches: dict[str, str] | None = None  # a worker's: patch → active | off | not installed: why
 
     @property
     def ok(self) -> bool:
@@ -250,11 +253,14 @@ class LocalStack:
     def _spawn_worker(self, config: StackConfig, pool: Pool, name: str) -> Proc:
         env = self.env(config)
         port = services.free_port()
+        patch_report = self.patch_report(name)
+        patch_report.unlink(missing_ok=True)  # a restarted worker's patches are its own, not its predecessor's
         env.update(
             {
                 "SLUICE_WORKER_NAME": name,
                 "SLUICE_POOL": pool.name,
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port),
+                report.ENV: str(patch_report),  # sluice.worker.patches writes it when the worker starts
             }
         )
         argv = [*airflow_command(), "celery", "worker", "--queues", ",".join(pool.queues)]
@@ -272,15 +278,38 @@ class LocalStack:
             grace=pool.termination_grace_period_seconds,
         )
 
+    def patch_report(self, worker: str) -> Path:
+        return self.home / "logs" / f"worker-{worker}.patches.json"
+
+    def worker_patches(self, proc: Proc) -> dict[str, str] | None:
+        """The patches a running worker reported at its start (``sluice.worker.patches``), or None before that."""
+        live = proc.process()
+        found = report.read(self.patch_report(proc.extra["worker"])) if live else None
+        if live is None or found is None:
+            return None
+        try:
+            ours = {live.pid, *(child.pid for child in live.children(recursive=True))}
+        except psutil.Error:
+            return None
+        if found.get("pid") not in ours:  # left by an earlier worker of that name
+            return None
+        return {str(name): str(state) for name, state in found["patches"].items()}
+
     def respawn(self, proc: Proc, config: StackConfig) -> Proc:
-        """Start a component that died again, as it was (same name, pool, port, data), with what is left of
-        its old process group killed first. The caller records it in the state."""
+        """Start a component that died again, with what is left of its old process group killed first; the
+        caller records it in the state. Services and core components come back as they were (same name,
+        port, data). A worker comes back as a new worker of its pool (``<pool>-<n+1>``, as a Deployment's new
+        pod gets a new name), so task instances' hostnames keep telling which worker process ran a try."""
         clear_group(proc)
+        new: Proc | None  # a service's restart may have no process to hand back (checked below)
         if proc.kind in CORE:
             new = self._spawn_core(proc.kind, self.env(config), config)
         elif proc.kind == "worker":
             pool = next(p for p in config.platform().pools if p.name == proc.extra["pool"])
-            new = self._spawn_worker(config, pool, proc.extra["worker"])
+            with self.state_file.editing() as state:
+                name = state.next_worker_name(pool.name)
+            new = self._spawn_worker(config, pool, name)
+            new.extra["replaces"] = proc.extra["worker"]
         elif proc.kind == "redis":
             new = services.start_redis(Path(proc.log).parent / "redis", int(proc.extra["port"]), self.env(config)).proc
         elif proc.kind == "postgres":
@@ -353,6 +382,8 @@ class LocalStack:
             components.append(
                 ComponentStatus(proc.name, proc.kind, proc.pid, alive, verdict, proc.log, restarts, last_exit)
             )
+            if alive and proc.kind == "worker":
+                components[-1].patches = self.worker_patches(proc)
         if not any(c.alive for c in components):
             return Status(config, components, [])
         import_errors, events = self._dag_problems(config)

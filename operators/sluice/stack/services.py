@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -151,7 +152,7 @@ def _run_as() -> str | None:
     return "postgres"
 
 
-def _wait(check, what: str, proc: Proc) -> None:
+def _wait(check: Callable[[], bool], what: str, proc: Proc) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if check():

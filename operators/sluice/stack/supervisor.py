@@ -1,7 +1,8 @@
 """The local stack's supervisor: what a Deployment's controller and the kubelet do for the chart's pods.
 
 Every component the stack started (api-server, scheduler, dag-processor, triggerer, each worker, the
-throwaway Redis/PostgreSQL) that dies is started again as it was, with what was left of its process group
+throwaway Redis/PostgreSQL) that dies is started again (a worker as a new worker of its pool, as a new pod
+gets a new name; the rest as they were), with what was left of its process group
 killed first, after a back-off like Kubernetes' CrashLoopBackOff: at once the first time, then 10 s, 20 s,
 40 s ... up to 5 minutes, reset once it has run for 10 minutes. The restart count and the end of the dead
 process's log are kept in the stack's record, and `sluice status` shows them. A worker stopped on purpose
@@ -69,7 +70,8 @@ class Supervisor:
                 restarts = 0  # it had been running fine: no back-off, as Kubernetes resets it
             if now - death.seen < backoff(restarts):
                 continue
-            proc.extra.update(restarts=restarts, last_exit=f"{time.strftime('%H:%M:%S')} {death.reason}")
+            who = f"{proc.extra['worker']} " if proc.kind == "worker" else ""
+            proc.extra.update(restarts=restarts, last_exit=f"{time.strftime('%H:%M:%S')} {who}{death.reason}")
             try:
                 new = self.stack.respawn(proc, state.config)
             except Exception as exc:  # it stays dead; tried again after the next back-off

@@ -14,7 +14,8 @@ while a fresh one could not differ in ways stock Airflow would show:
 - the file's top-level code asked for no Variable or Connection (those files parse in every task);
 - the bundle is the unversioned local DAG folder.
 
-Anything else, and any error here, leaves the task process to Airflow's own parse.
+Anything else, and any error here, leaves the task process to Airflow's own parse. ``sluice.worker.patches``
+installs it at worker start, only where the Airflow symbols it relies on check out (``sluice.compat``).
 """
 
 from __future__ import annotations
@@ -26,31 +27,20 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from sluice import compat
 from sluice.worker.settings import env_flag
 
 log = logging.getLogger(__name__)
 
 ENV = "SLUICE_WORKER_DAG_CACHE"
 MAX_PARSES = 16  # distinct parses per pool process, least recently used out first
-# Airflow's parsing context (airflow.sdk.definitions.context), which the task process sets around its parse.
-PARSING_DAG_ID = "_AIRFLOW_PARSING_CONTEXT_DAG_ID"
-PARSING_TASK_ID = "_AIRFLOW_PARSING_CONTEXT_TASK_ID"
-# What a DAG file's top-level code reaches the API server through (airflow.sdk.execution_time.context).
-RUNTIME_CALLS = (
-    "_get_variable",
-    "_get_variable_keys",
-    "_set_variable",
-    "_delete_variable",
-    "_get_connection",
-    "_async_get_connection",
-)
 
 Stat = tuple[int, int, int]
 
@@ -97,14 +87,16 @@ def bundle_modules(bundle_path: str) -> dict[str, ModuleType]:
     return {
         name: module
         for name, module in list(sys.modules.items())
-        if isinstance(getattr(module, "__file__", None), str) and module.__file__.startswith(root)
+        if isinstance(file := getattr(module, "__file__", None), str) and file.startswith(root)
     }
 
 
 @contextmanager
 def _parsing_context(dag_id: str) -> Iterator[None]:
-    saved = {key: os.environ.pop(key, None) for key in (PARSING_DAG_ID, PARSING_TASK_ID)}
-    os.environ[PARSING_DAG_ID] = dag_id
+    """Airflow's parsing context for ``dag_id``, as the task runner sets it around its parse (restored after)."""
+    dag_env, task_env = compat.parsing_context_env()
+    saved = {key: os.environ.pop(key, None) for key in (dag_env, task_env)}
+    os.environ[dag_env] = dag_id
     try:
         yield
     finally:
@@ -117,18 +109,17 @@ def _parsing_context(dag_id: str) -> Iterator[None]:
 @contextmanager
 def _runtime_calls_refused() -> Iterator[list[str]]:
     """Top-level code that asks for Variables or Connections marks its file as one to parse per task."""
-    from airflow.sdk.execution_time import context
-
+    context = compat.runtime_calls()
     asked: list[str] = []
 
-    def refusing(name: str):
+    def refusing(name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             asked.append(name)
             raise RuntimeError(f"{name}() while the worker pre-parses the DAG file ({ENV}): parsed per task instead")
 
         return call
 
-    saved = {name: getattr(context, name) for name in RUNTIME_CALLS if hasattr(context, name)}
+    saved = {name: getattr(context, name) for name in compat.RUNTIME_CALLS}
     for name in saved:
         setattr(context, name, refusing(name))
     try:
@@ -156,6 +147,7 @@ def parse(path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse:
     for name, module in modules.items():
         # The pool process itself keeps none of them: a task that parses for itself imports them fresh.
         del sys.modules[name]
+        assert module.__file__ is not None  # bundle_modules keeps only modules loaded from a file
         files.setdefault(module.__file__, _stat(module.__file__))
     reusable = not asked and not bag.import_errors and dag_id in bag.dags
     return Parse(bag, modules, files, started, reusable)
@@ -186,7 +178,9 @@ def prepare(path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse
 
 def lookup(dag_folder: str | os.PathLike[str] | None) -> Any | None:
     """In the task process: the parse prepared for this task, if it may be used instead of parsing again."""
-    dag_id = os.environ.get(PARSING_DAG_ID)
+    from airflow.sdk import get_parsing_context
+
+    dag_id = get_parsing_context().dag_id
     if dag_folder is None or dag_id is None or _ready is None:
         return None
     key, known = _ready
@@ -209,13 +203,16 @@ def workload_target(workload: str) -> tuple[str, str, str, str] | None:
     bundle = data.get("bundle_info") or {}
     if bundle.get("version") is not None:
         return None
-    bundle_path = _local_bundle_path(bundle.get("name"))
+    name = bundle.get("name")
+    if not isinstance(name, str):
+        return None
+    bundle_path = _local_bundle_path(name)
     if bundle_path is None:
         return None
-    return os.fspath(Path(bundle_path, data["dag_rel_path"])), data["ti"]["dag_id"], bundle_path, bundle["name"]
+    return os.fspath(Path(bundle_path, data["dag_rel_path"])), data["ti"]["dag_id"], bundle_path, name
 
 
-def _local_bundle_path(name: str | None) -> str | None:
+def _local_bundle_path(name: str) -> str | None:
     if name not in _bundle_paths:
         from airflow.dag_processing.bundles.local import LocalDagBundle
         from airflow.dag_processing.bundles.manager import DagBundlesManager
@@ -239,15 +236,18 @@ def _on_task_prerun(sender: Any = None, args: Any = None, **_: Any) -> None:
         log.warning("%s: could not pre-parse the task's DAG file; the task parses it itself", ENV, exc_info=True)
 
 
-def install() -> bool:
-    """Put the caching BundleDagBag in Airflow's place and pre-parse before each task (if enabled)."""
+def install() -> None:
+    """Put the caching BundleDagBag in Airflow's place and pre-parse before each task (idempotent).
+
+    Called by ``sluice.worker.patches`` at worker start, once ``sluice.compat`` has checked the symbols.
+    """
     global _original, _max_age
-    if not enabled() or _original is not None:
-        return _original is not None
+    if _original is not None:
+        return
     from airflow.configuration import conf
-    from airflow.dag_processing import dagbag
     from celery.signals import task_prerun
 
+    dagbag = compat.bundle_dag_bag_module()
     original = dagbag.BundleDagBag
 
     class CachingBundleDagBag(original):  # type: ignore[misc, valid-type]
@@ -255,28 +255,27 @@ def install() -> bool:
 
         def __new__(cls, dag_folder: Any = None, *args: Any, **kwargs: Any) -> Any:
             # Neither return value is an instance of this class, so Python does not run __init__ again.
-            inherited = lookup(dag_folder)
+            try:
+                inherited = lookup(dag_folder)
+            except Exception:  # the task then parses its file itself, as stock Airflow does
+                log.warning("%s: could not take the worker's parse; parsing the DAG file", ENV, exc_info=True)
+                inherited = None
             return inherited if inherited is not None else original(dag_folder, *args, **kwargs)
 
     _original, _max_age = original, float(conf.getint("dag_processor", "min_file_process_interval", fallback=30))
     dagbag.BundleDagBag = CachingBundleDagBag
     task_prerun.connect(_on_task_prerun, weak=False)
-    return True
 
 
 def uninstall() -> None:
     global _original, _ready
     if _original is None:
         return
-    from airflow.dag_processing import dagbag
     from celery.signals import task_prerun
 
-    dagbag.BundleDagBag = _original
+    compat.bundle_dag_bag_module().BundleDagBag = _original
     task_prerun.disconnect(_on_task_prerun)
     _original = None
     _parses.clear()
     _ready = None
     _bundle_paths.clear()
-
-
-install()

@@ -9,7 +9,8 @@ tasks held their slot ~1 s longer than they ran.
 
 With ``SLUICE_WORKER_EXIT_WAKEUP`` (the chart's ``tuning.workerExitWakeup``) the supervisor's selector also
 watches a Linux pidfd of the task process (``os.pidfd_open``, Linux ≥ 5.3), which becomes readable when the
-process exits; the loop then reaps it at once. Where pidfds do not exist, nothing changes.
+process exits; the loop then reaps it at once. ``sluice.worker.patches`` installs it at worker start, only
+where pidfds work and the supervisor's symbols check out (``sluice.compat``); elsewhere Airflow's loop is left as is.
 """
 
 from __future__ import annotations
@@ -69,6 +70,17 @@ def watch_exit(supervisor: Any) -> ExitWatch | None:
         return None
 
 
+def platform_problem() -> str | None:
+    """Why this machine cannot watch a process exit through a pidfd (not Linux, or a kernel older than 5.3)."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except AttributeError:
+        return "os.pidfd_open does not exist here (Linux only)"
+    except OSError as exc:
+        return f"os.pidfd_open fails here ({exc}); it needs Linux 5.3 or later"
+    return None
+
+
 def _monitor_subprocess(self: Any) -> Any:
     watch = watch_exit(self)
     try:
@@ -81,11 +93,5 @@ def _monitor_subprocess(self: Any) -> Any:
 PATCH = SupervisorPatch("_monitor_subprocess", _monitor_subprocess)
 
 
-def install() -> bool:
-    return PATCH.install() if enabled() else PATCH.original is not None
-
-
+install = PATCH.install
 uninstall = PATCH.uninstall
-
-
-install()

@@ -11,12 +11,11 @@ from typing import Any
 SLUICE_WORKER_SETTINGS: dict[str, Any] = {
     "task_acks_late": True,
     "worker_prefetch_multiplier": 1,
-    # Run in the worker's main process before the pool forks (see each module).
+    # Imported in the worker's main process before the pool forks: preload at once; the patches (dag cache,
+    # exit wake-up, start heartbeat) at worker_init, each only where sluice.compat finds Airflow as tested.
     "imports": (
         "sluice.worker.preload",
-        "sluice.worker.dag_cache",
-        "sluice.worker.exit_wakeup",
-        "sluice.worker.start_heartbeat",
+        "sluice.worker.patches",
     ),
 }
 

@@ -12,6 +12,8 @@ also counts as the last heartbeat attempt, so the first ``PUT …/heartbeat`` co
 ``[workers] min_heartbeat_interval`` after the start and then every interval, as before. Nothing the
 heartbeat guards changes: the start just told the supervisor the task may run, the task instance's
 heartbeat timestamp is the start's, and a task that runs longer than the interval heartbeats as usual.
+``sluice.worker.patches`` installs it at worker start, only where the supervisor's symbols check out
+(``sluice.compat``).
 """
 
 from __future__ import annotations
@@ -36,11 +38,5 @@ def _on_child_started(self: Any, *args: Any, **kwargs: Any) -> None:
 PATCH = SupervisorPatch("_on_child_started", _on_child_started)
 
 
-def install() -> bool:
-    return PATCH.install() if enabled() else PATCH.original is not None
-
-
+install = PATCH.install
 uninstall = PATCH.uninstall
-
-
-install()

@@ -158,6 +158,22 @@ def test_status_command_shows_components_and_pools(local_stack: Running) -> None
         assert expected in out.stdout
 
 
+def test_every_worker_runs_sluices_patches_and_says_so(local_stack: Running) -> None:
+    """The tuning's three worker patches pass sluice.compat's checks on the pinned Airflow: each worker installs
+    them at start, logs one line saying so, and `sluice status` shows them."""
+    status = local_stack.stack.wait_healthy()
+    workers = [c for c in status.components if c.kind == "worker" and c.alive]
+    active = {"dag-cache": "active", "exit-wakeup": "active", "start-heartbeat": "active"}
+    assert workers and all(c.patches == active for c in workers), [(c.name, c.patches) for c in workers]
+    for worker in workers:
+        log = Path(worker.log).read_text()
+        lines = [line for line in log.splitlines() if "Sluice worker patches" in line]
+        assert lines and "dag-cache active, exit-wakeup active, start-heartbeat active" in lines[-1], worker.log
+        assert "Sluice worker patch " not in log, "no patch was refused"
+    out = _sluice("status", "--home", str(local_stack.stack.home))
+    assert "dag-cache active, exit-wakeup active, start-heartbeat active" in out.stdout, out.stdout
+
+
 def test_up_refuses_a_second_stack_in_the_same_home(local_stack: Running) -> None:
     out = _sluice("up", "--home", str(local_stack.stack.home))
     assert out.returncode == 1

@@ -45,9 +45,14 @@ def _worker(stack: Running, pool: str = "default") -> Proc:
     return next(p for p in stack.stack.state().workers(pool) if p.alive())
 
 
-def _restarted(stack: Running, name: str, old_pid: int) -> Proc | None:
-    proc = stack.stack.state().find(name)
-    return proc if proc is not None and proc.pid != old_pid and proc.alive() else None
+def _restarted(stack: Running, old: Proc) -> Proc | None:
+    """What the supervisor started in place of ``old``: the same component again, or for a worker a new
+    worker of its pool that replaces it."""
+    for proc in stack.stack.state().procs:
+        same = proc.name == old.name or (old.kind == "worker" and proc.extra.get("replaces") == old.extra["worker"])
+        if same and proc.pid != old.pid and proc.alive():
+            return proc
+    return None
 
 
 def _terminal(stack: Running, dag_id: str, run_id: str) -> dict[str, str]:
@@ -64,11 +69,11 @@ def test_a_worker_killed_with_its_group_mid_run_is_started_again(plain_stack: Ru
     plain_stack.wait_for(lambda: plain_stack.running_ti("probe_sleep", run_id, "nap"), "a nap running")
     worker = _worker(plain_stack)
     os.killpg(worker.pid, signal.SIGKILL)
-    new = plain_stack.wait_for(lambda: _restarted(plain_stack, worker.name, worker.pid), "the worker restarted", 60)
-    assert new.extra["restarts"] == 1 and new.extra["last_exit"]
+    new = plain_stack.wait_for(lambda: _restarted(plain_stack, worker), "the worker restarted", 60)
+    assert new.extra["restarts"] == 1 and new.extra["last_exit"].split(" ", 2)[1] == worker.extra["worker"]
     _terminal(plain_stack, "probe_sleep", run_id)
     status = plain_stack.stack.status()
-    row = next(c for c in status.components if c.name == worker.name)
+    row = next(c for c in status.components if c.name == new.name)
     assert (row.restarts, row.health) == (1, "healthy")
     assert any(e["event"] == "heartbeat timeout" and "probe_sleep.nap" in e["task"] for e in status.events)
 
@@ -79,7 +84,7 @@ def test_a_killed_workers_children_do_not_outlive_it(plain_stack: Running) -> No
     children = psutil.Process(worker.pid).children(recursive=True)
     assert children, "a Celery worker has children (its pool, its log server)"
     os.kill(worker.pid, signal.SIGKILL)
-    plain_stack.wait_for(lambda: _restarted(plain_stack, worker.name, worker.pid), "the worker restarted", 60)
+    plain_stack.wait_for(lambda: _restarted(plain_stack, worker), "the worker restarted", 60)
     alive = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"children of the killed worker still running: {alive}"
     run_id = plain_stack.api.trigger("probe_four")
@@ -123,7 +128,7 @@ def test_a_redis_killed_with_messages_waiting_is_restarted_and_the_run_ends(plai
     redis = plain_stack.stack.state().find("redis")
     assert redis is not None
     os.killpg(redis.pid, signal.SIGKILL)
-    plain_stack.wait_for(lambda: _restarted(plain_stack, "redis", redis.pid), "Redis restarted", 60)
+    plain_stack.wait_for(lambda: _restarted(plain_stack, redis), "Redis restarted", 60)
     _terminal(plain_stack, "probe_sleep", run_id)
 
 
