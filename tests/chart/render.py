@@ -47,6 +47,15 @@ def render_chart(
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
+def render_notes(values: dict[str, Any] | None = None) -> str:
+    """NOTES.txt as `helm install` prints it (a client-side dry run: `helm template` does not render it)."""
+    cmd = [helm(), "install", "sluice", str(CHART), "--dry-run=client", "--namespace", "ml", "--values", "-"]
+    proc = subprocess.run(cmd, input=yaml.safe_dump(values or {}), capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RenderError(proc.stderr.strip())
+    return proc.stdout
+
+
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 

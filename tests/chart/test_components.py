@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import subprocess
 
 import yaml
 from sluice.platform import parse_platform
 
-from tests.chart.render import CHART, by_kind, containers, env_of, get, helm, pod_specs, render_chart
+from tests.chart.render import by_kind, containers, env_of, get, pod_specs, render_chart, render_notes
 
 AIRFLOW_DEPLOYMENTS = ["api-server", "scheduler", "dag-processor", "triggerer"]
 
@@ -146,18 +145,12 @@ def test_network_policies_deny_by_default(default_docs) -> None:
 
 
 def test_notes_name_the_ui_and_the_pools() -> None:
-    proc = subprocess.run(
-        [helm(), "install", "sluice", str(CHART), "--dry-run=client", "--namespace", "ml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "port-forward svc/sluice-api-server 8080:8080" in proc.stdout
-    assert "default: queues default; concurrency 8" in proc.stdout
-    assert "gpu: queues gpu; concurrency 1; replicas 0..2" in proc.stdout
-    assert "get secret sluice-admin -o jsonpath='{.data.password}'" in proc.stdout
-    assert "Task logs: s3://sluice-artifacts/logs" in proc.stdout
+    notes = render_notes()
+    assert "port-forward svc/sluice-api-server 8080:8080" in notes
+    assert "default: queues default; concurrency 8" in notes
+    assert "gpu: queues gpu; concurrency 1; replicas 0..2" in notes
+    assert "get secret sluice-admin -o jsonpath='{.data.password}'" in notes
+    assert "Task logs: s3://sluice-artifacts/logs" in notes
 
 
 def test_artifact_credentials_reach_every_airflow_container() -> None:

@@ -12,21 +12,16 @@ import pytest
 from pytest_redis import factories
 
 from tests.chart_runtime.install import Installed, install
+from tests.support.s3 import moto_s3
 
 chart_redis = factories.redis_proc(port=None)
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server, standing in for MinIO or any S3 (no object store can run here otherwise)."""
-    from moto.server import ThreadedMotoServer
-    from sluice.stack.services import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    """One S3 server for the installation (see tests.support.s3)."""
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import fresh_database
+from tests.support.s3 import moto_s3
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +28,9 @@ def airflow_postgres(pg_server, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server, standing in for MinIO or any S3 (no object store can run here otherwise)."""
-    from moto.server import ThreadedMotoServer
-    from sluice.stack.services import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    """An S3 server per module (see tests.support.s3)."""
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

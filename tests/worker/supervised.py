@@ -12,28 +12,19 @@ import signal
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
 
 
-def supervise(
-    target: Callable[[], None],
-    monkeypatch: pytest.MonkeyPatch,
-    min_heartbeat_interval: float,
-    heartbeat_timeout: float | None = None,
-) -> tuple[int, list[str]]:
-    """Start ``target`` under ActivitySubprocess and ``wait()`` for it: its exit code and the API requests made."""
-    from airflow.sdk.api.client import Client
-    from airflow.sdk.api.datamodels._generated import BundleInfo, DagRun, TaskInstance, TIRunContext
-    from airflow.sdk.execution_time import supervisor
+def running_dag_run(dag_id: str) -> Any:
+    """The Execution API's model of a manual run ``r`` of ``dag_id``, running now."""
+    from airflow.sdk.api.datamodels._generated import DagRun
 
-    monkeypatch.setattr(supervisor, "MIN_HEARTBEAT_INTERVAL", min_heartbeat_interval)
-    if heartbeat_timeout is not None:
-        monkeypatch.setattr(supervisor, "HEARTBEAT_TIMEOUT", heartbeat_timeout)
     now = datetime.now(UTC)
-    run = DagRun(
-        dag_id="d",
+    return DagRun(
+        dag_id=dag_id,
         run_id="r",
         logical_date=None,
         data_interval_start=None,
@@ -46,6 +37,23 @@ def supervise(
         consumed_asset_events=[],
         partition_key=None,
     )
+
+
+def supervise(
+    target: Callable[[], None],
+    monkeypatch: pytest.MonkeyPatch,
+    min_heartbeat_interval: float,
+    heartbeat_timeout: float | None = None,
+) -> tuple[int, list[str]]:
+    """Start ``target`` under ActivitySubprocess and ``wait()`` for it: its exit code and the API requests made."""
+    from airflow.sdk.api.client import Client
+    from airflow.sdk.api.datamodels._generated import BundleInfo, TaskInstance, TIRunContext
+    from airflow.sdk.execution_time import supervisor
+
+    monkeypatch.setattr(supervisor, "MIN_HEARTBEAT_INTERVAL", min_heartbeat_interval)
+    if heartbeat_timeout is not None:
+        monkeypatch.setattr(supervisor, "HEARTBEAT_TIMEOUT", heartbeat_timeout)
+    run = running_dag_run("d")
     requests: list[str] = []
 
     def execution_api(request: httpx.Request) -> httpx.Response:

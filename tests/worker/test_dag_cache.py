@@ -14,7 +14,6 @@ import logging
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 from sluice import compat
 from sluice.worker import dag_cache, patches
 
+from tests.worker.supervised import running_dag_run
 from tests.worker.switches import switched_on
 
 DAG_FILE = """\
@@ -54,24 +54,10 @@ def write_dag(folder: Path, dag_id: str, task_ids: str = "['first']", imports: s
 
 def startup_details(path: Path, dag_id: str) -> Any:
     """The message a supervisor sends its task process: run task ``first`` of ``dag_id`` from ``path``."""
-    from airflow.sdk.api.datamodels._generated import BundleInfo, DagRun, TaskInstance, TIRunContext
+    from airflow.sdk.api.datamodels._generated import BundleInfo, TaskInstance, TIRunContext
     from airflow.sdk.execution_time.comms import StartupDetails
 
-    now = datetime.now(UTC)
-    run = DagRun(
-        dag_id=dag_id,
-        run_id="r",
-        logical_date=None,
-        data_interval_start=None,
-        data_interval_end=None,
-        run_after=now,
-        start_date=now,
-        end_date=None,
-        run_type="manual",
-        state="running",
-        consumed_asset_events=[],
-        partition_key=None,
-    )
+    run = running_dag_run(dag_id)
     ti = TaskInstance(
         id=uuid.uuid4(), task_id="first", dag_id=dag_id, run_id="r", try_number=1, dag_version_id=uuid.uuid4()
     )
@@ -79,7 +65,7 @@ def startup_details(path: Path, dag_id: str) -> Any:
         ti=ti,
         dag_rel_path=path.name,
         bundle_info=BundleInfo(name="dags-folder", version=None),
-        start_date=now,
+        start_date=run.start_date,
         ti_context=TIRunContext(dag_run=run, max_tries=0),
         sentry_integration="",
     )
