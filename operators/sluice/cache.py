@@ -5,13 +5,16 @@ cache version). The code identity comes from the launcher (``Launcher.code_ident
 ``sluice.code_identity``): the step package's sources locally, the image digest on a cluster; a step whose
 code cannot be named (a mutable tag without ``cache_version``) is not cached. Entries live under
 ``{artifact_root}/_cache/{key}/``; ``_result.json`` is written last and is the commit marker, so a
-half-stored entry is never a hit.
+half-stored entry is never a hit. Outputs go in and out with ``artifacts.copy_atomic``: a hard link on a
+filesystem, a server-side copy on an object store; never through this process's memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ from sluice import artifacts
 from sluice.contract import CONTRACT_VERSION, RESULT_FILE
 
 CHUNK = 1 << 20
+DIGEST_XATTR = "user.sluice.sha256"
 
 
 def fingerprint(uri: str) -> str:
@@ -34,13 +38,34 @@ def fingerprint(uri: str) -> str:
                 fingerprint(f"{uri.rstrip('/')}/{p.rsplit('/', 1)[-1]}") for p in sorted(fs.ls(path, detail=False))
             ).encode()
         ).hexdigest()
-    if artifacts.local_path(uri) is not None:
-        digest = hashlib.sha256()
-        with fs.open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+    local = artifacts.local_path(uri)
+    if local is not None:
+        return local_digest(local)
     return f"{fs.protocol}:{fs.checksum(path)}"
+
+
+def local_digest(path: str) -> str:
+    """sha256 of a local file, hashed once per version of the file.
+
+    The digest is kept in an extended attribute of the file (``user.sluice.sha256``) with the size and
+    modification time it was taken at: artifacts are replaced by rename (a new file, no attribute), the
+    cache's hard links share it, and a file changed in place no longer matches. Where extended attributes are
+    not supported (macOS, some filesystems) every call hashes.
+    """
+    stat = os.stat(path)
+    stamp = f"{stat.st_size}:{stat.st_mtime_ns}:"
+    with contextlib.suppress(OSError, AttributeError):
+        kept = os.getxattr(path, DIGEST_XATTR).decode()
+        if kept.startswith(stamp):
+            return kept.removeprefix(stamp)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    with contextlib.suppress(OSError, AttributeError):
+        os.setxattr(path, DIGEST_XATTR, (stamp + value).encode())
+    return value
 
 
 def cache_key(
@@ -75,6 +100,7 @@ class CachePlan:
     store: StepCache | None
     key: str | None
     note: str
+    seconds: float = 0.0  # spent computing the key (hashing the inputs): reported in the result's ``cache``
 
 
 @dataclass(frozen=True)
@@ -98,18 +124,13 @@ class StepCache:
         if not artifacts.exists(marker):
             return None
         stored = artifacts.read_json(marker)
-        fs, _ = url_to_fs(entry)
         for name, uri in outputs.items():
-            cached = artifacts.join(entry, "outputs", name)
-            with fs.open(url_to_fs(cached)[1], "rb") as handle:
-                artifacts.write_bytes_atomic(uri, handle.read())
+            artifacts.copy_atomic(artifacts.join(entry, "outputs", name), uri)
         result = {**stored["result"], "outputs": dict(outputs)}
         return CacheHit(key=key, source=stored["source"], result=result)
 
     def store(self, key: str, outputs: dict[str, str], result: dict[str, Any], source: dict[str, Any]) -> None:
         entry = self.entry(key)
         for name, uri in outputs.items():
-            fs, path = url_to_fs(uri)
-            with fs.open(path, "rb") as handle:
-                artifacts.write_bytes_atomic(artifacts.join(entry, "outputs", name), handle.read())
+            artifacts.copy_atomic(uri, artifacts.join(entry, "outputs", name))
         artifacts.write_json_atomic(artifacts.join(entry, RESULT_FILE), {"result": result, "source": source})

@@ -6,6 +6,7 @@ standards ask); s3fs/botocore talk to it over HTTP exactly as they would to MinI
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import boto3
 import pandas as pd
 import pytest
 from airflow.sdk import DAG
+from sluice import artifacts
 from sluice.operators import MLStepOperator
 from sluice.runs import run_dag_object
 
@@ -84,3 +86,23 @@ def test_a_rerun_is_served_from_the_s3_cache(s3_root: str, tmp_path: Path) -> No
     run_dag_object(build())
     again = run_dag_object(build())
     assert again.succeeded and again.task("validate").cache_hit
+
+
+def test_the_cache_copies_an_artifact_inside_s3_without_downloading_it(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Server-side (CopyObject): the object appears whole at the target; the bytes never pass through here.
+    (moto's server runs in this process, so memory cannot tell; opening any S3 file for the copy fails instead.)"""
+    import s3fs
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="sluice-copy")
+    data = os.urandom(12 * 2**20)
+    s3.put_object(Bucket="sluice-copy", Key="runs/features.parquet", Body=data)
+
+    def no_streaming(*args: object, **kwargs: object) -> None:
+        raise AssertionError("copy_atomic opened an S3 file: the bytes went through this process")
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_open", no_streaming)
+    artifacts.copy_atomic("s3://sluice-copy/runs/features.parquet", "s3://sluice-copy/_cache/k/outputs/features")
+    assert s3.get_object(Bucket="sluice-copy", Key="_cache/k/outputs/features")["Body"].read() == data
