@@ -10,7 +10,7 @@ import time
 import warnings
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.table import Table
 
 from sluice.checks import DEFAULT_TARGET, TARGETS
 from sluice.platform import PlatformError, repo_root
+
+if TYPE_CHECKING:
+    from sluice.runs import RunOutcome
 
 DEFAULT_DAGS = repo_root() / "dags"
 
@@ -32,16 +35,41 @@ NEEDS_MODEL = {"batch_scoring": "ml_training_pipeline"}
 @app.command()
 def demo(
     dag_id: Annotated[
-        str, typer.Argument(help="example DAG to run: ml_training_pipeline, batch_scoring, daily_features")
+        str,
+        typer.Argument(
+            help="example DAG to run: ml_training_pipeline, batch_scoring, daily_features, sharded_training"
+        ),
     ] = "ml_training_pipeline",
     conf: Annotated[str, typer.Option(help="DAG run conf as JSON, e.g. '{\"min_roc_auc\": 0.99}'")] = "{}",
-    dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs")] = DEFAULT_DAGS,
+    dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs (embedded default only)")] = DEFAULT_DAGS,
+    stack: Annotated[
+        bool,
+        typer.Option(
+            "--stack",
+            help="run on the local stack `sluice up` started (its scheduler, Celery pools and PostgreSQL; "
+            "$SLUICE_STACK_HOME) rather than the embedded default",
+        ),
+    ] = False,
 ) -> None:
-    """Run an example pipeline end to end on the embedded default (SQLite, steps as local processes)."""
-    from sluice import embedded
-
+    """Run an example pipeline end to end on the embedded default (SQLite, steps as local processes), or with
+    --stack on the running local stack."""
     warnings.filterwarnings("ignore", message=".*httpx.*starlette.*")  # Airflow's dependency noise
     started = time.monotonic()
+    try:
+        run_conf = json.loads(conf)
+    except json.JSONDecodeError as exc:
+        console.print(f"[red]--conf is not valid JSON: {exc}[/]")
+        raise typer.Exit(2) from None
+    outcome = _run_on_stack(dag_id, run_conf) if stack else _run_embedded(dag_id, run_conf, dags_folder)
+    _print_outcome(outcome)
+    console.print(f"run {outcome.run_id}: [bold]{outcome.state}[/] in {time.monotonic() - started:.1f} s")
+    if not outcome.succeeded:
+        raise typer.Exit(1)
+
+
+def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -> RunOutcome:
+    from sluice import embedded
+
     airflow_home = embedded.configure(dags_folder=dags_folder)
     console.print(f"[bold]Sluice demo[/] · {dag_id} · Airflow home {airflow_home} · launcher local · SQLite")
     from sluice import runs
@@ -49,47 +77,95 @@ def demo(
 
     with console.status("preparing demo sources and the metadata DB"):
         runs.write_demo_data(sluice_home() / "demo-data")
+        if dag_id == "sharded_training":
+            runs.write_sharded_demo_data(sluice_home() / "demo-data" / "sharded")
         embedded.migrate()
-    try:
-        run_conf = json.loads(conf)
-    except json.JSONDecodeError as exc:
-        console.print(f"[red]--conf is not valid JSON: {exc}[/]")
-        raise typer.Exit(2) from None
-    if dag_id in NEEDS_MODEL:
-        from sluice.registry import DEFAULT_MODEL, current, model_uri
-
-        name = run_conf.get("model_name", DEFAULT_MODEL) if isinstance(run_conf, dict) else DEFAULT_MODEL
-        if current(name) is None:
-            console.print(
-                f"[red]{dag_id} scores with the current version of model {name!r}, and the registry "
-                f"({runs.local_display(model_uri(name))}) has none yet: run `sluice demo {NEEDS_MODEL[dag_id]}` "
-                "first[/]",
-                soft_wrap=True,
-            )
-            raise typer.Exit(2)
+    _require_model(dag_id, run_conf)
     with console.status(f"running {dag_id}"):
         try:
-            outcome = runs.run_dag(dag_id, dags_folder, run_conf)
+            return runs.run_dag(dag_id, dags_folder, run_conf)
         except (KeyError, RuntimeError) as exc:
             console.print(f"[red]{exc.args[0] if exc.args else exc}[/]")
             raise typer.Exit(2) from None
-    _print_outcome(outcome)
-    console.print(f"run {outcome.run_id}: [bold]{outcome.state}[/] in {time.monotonic() - started:.1f} s")
-    if not outcome.succeeded:
-        raise typer.Exit(1)
 
 
-def _print_outcome(outcome: object) -> None:
-    from sluice.runs import RunOutcome, local_display
+def _run_on_stack(dag_id: str, run_conf: dict[str, object]) -> RunOutcome:
+    """Trigger through the stack's REST API, wait, then read the run from the stack's metadata DB."""
+    import os
 
-    assert isinstance(outcome, RunOutcome)
+    from sluice.stack.api import AirflowApi
+    from sluice.stack.commands import default_home
+    from sluice.stack.errors import StackError
+    from sluice.stack.local import LocalStack
+
+    stack = LocalStack(default_home())
+    try:
+        current = stack.status()
+    except StackError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    if current.stopped or not current.healthy:
+        console.print(
+            f"[red]the local stack in {stack.home} is not running healthy: see `sluice status`, `sluice up`[/]"
+        )
+        raise typer.Exit(2)
+    config = current.config
+    os.environ.update(stack.env())  # this process reads the run where the stack keeps it: its DB, its artifacts
+    console.print(f"[bold]Sluice demo[/] · {dag_id} · local stack {config.api_url} · Celery pools · PostgreSQL")
+    from sluice import runs
+
+    if dag_id == "sharded_training":
+        with console.status("preparing the demo set"):
+            runs.write_sharded_demo_data(stack.home / "demo-data" / "sharded")  # where the stack's DAGs look
+    _require_model(dag_id, run_conf)
+    try:
+        api = AirflowApi(config.api_url, "admin", stack.secrets().admin_password)
+        dag = api.wait_for_dag(dag_id, timeout=120)
+        # A manual run at the next scheduled date stands in for it: the scheduler then skips that run.
+        run_id = api.trigger(dag_id, conf=run_conf, logical_date=dag.get("next_dagrun_logical_date"))
+        api.unpause(dag_id)
+        try:
+            with console.status(f"running {dag_id} on the stack (run {run_id})"):
+                api.wait_for_run(dag_id, run_id, timeout=6 * 3600)
+        finally:
+            if dag.get("is_paused"):
+                api.unpause(dag_id, paused=True)
+    except StackError as exc:
+        console.print(f"[red]{exc}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    return runs.collect(dag_id, run_id)
+
+
+def _require_model(dag_id: str, run_conf: dict[str, object]) -> None:
+    """Stop before running an example that scores with a model the registry does not have yet."""
+    if dag_id not in NEEDS_MODEL:
+        return
+    from sluice.registry import DEFAULT_MODEL, current, model_uri
+    from sluice.runs import local_display
+
+    name = run_conf.get("model_name", DEFAULT_MODEL) if isinstance(run_conf, dict) else DEFAULT_MODEL
+    if current(str(name)) is None:
+        console.print(
+            f"[red]{dag_id} scores with the current version of model {name!r}, and the registry "
+            f"({local_display(model_uri(str(name)))}) has none yet: run `sluice demo {NEEDS_MODEL[dag_id]}` "
+            "first[/]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+
+
+def _print_outcome(outcome: RunOutcome) -> None:
+    from sluice.runs import local_display
+
     states = Table(title=f"{outcome.dag_id} · task states")
-    for column in ("task", "state", "tries", "cache"):
+    for column in ("task", "state", "tries", "cache", "peak memory / profile"):
         states.add_column(column)
     for task in outcome.tasks:
         name = task.task_id if task.map_index < 0 else f"{task.task_id}[{task.map_index}]"
         style = STATE_STYLE.get(task.state or "", "")
-        states.add_row(name, f"[{style}]{task.state}[/]", str(task.try_number), task.cache_state)
+        memory = task.peak_memory
+        shown = f"{memory[0] / 2**20:.0f} / {memory[1] / 2**20:.0f} MiB" if memory else ""
+        states.add_row(name, f"[{style}]{task.state}[/]", str(task.try_number), task.cache_state, shown)
     console.print(states)
 
     metrics = Table(title="metrics")

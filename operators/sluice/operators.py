@@ -7,6 +7,7 @@ runs on a laptop and on a cluster.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from sluice.cache import CachePlan, StepCache, cache_key
 from sluice.contract import ENV_INPUTS, ENV_OUTPUTS, ENV_RESULT_URI, StepContractError, read_result, step_env
 from sluice.launchers import StepFailed, StepRun, launcher_for
 from sluice.platform import Platform, PlatformError, current_platform
+from sluice.quantity import parse_quantity
 
 
 class MLStepOperator(BaseOperator):
@@ -117,7 +119,8 @@ class MLStepOperator(BaseOperator):
                     src.get("task_id"),
                     plan.note,
                 )
-                result = {**hit.result, "cache": {"hit": True, "key": key, "from_run": src.get("run_id")}}
+                kept = {name: value for name, value in hit.result.items() if name != "resources"}  # not this try's
+                result = {**kept, "cache": {"hit": True, "key": key, "from_run": src.get("run_id")}}
                 artifacts.write_json_atomic(step.env[ENV_RESULT_URI], result)
                 return self._publish(context, outputs, result)
             self.log.info("cache miss, key %s: running the step; code: %s", key[:16], plan.note)
@@ -145,8 +148,10 @@ class MLStepOperator(BaseOperator):
         if code.value is None:
             return step, CachePlan(None, None, code.about)
         inputs, outputs = json.loads(step.env[ENV_INPUTS]), json.loads(step.env[ENV_OUTPUTS])
+        started = time.monotonic()
         key = cache_key(code.value, self.command, self.step_params, inputs, outputs, self.cache_version)
-        return step, CachePlan(StepCache(platform.artifacts.root), key, code.about)
+        seconds = time.monotonic() - started
+        return step, CachePlan(StepCache(platform.artifacts.root), key, code.about, seconds)
 
     def _finish(self, context: Context, step: StepRun, plan: CachePlan, launch: Any) -> dict[str, Any]:
         """Launch (or resume) the step, check its result, fill the cache, publish the outputs."""
@@ -159,10 +164,29 @@ class MLStepOperator(BaseOperator):
             for partial in artifacts.remove_partials(step.artifact_prefix):
                 self.log.warning("removed partial artifact %s left by the failed step", partial)
             raise AirflowException(str(exc)) from None
+        peak = getattr(self._launcher, "peak_memory_bytes", None)
+        if peak is not None:
+            result = {
+                **result,
+                "resources": {
+                    "profile": step.profile_name,
+                    "peak_rss_bytes": peak,
+                    "memory_limit_bytes": int(parse_quantity(step.profile.memory)),
+                },
+            }
+            self.log.info(
+                "peak memory %.0f MiB of profile %r's %s", peak / 2**20, step.profile_name, step.profile.memory
+            )
         if plan.store and plan.key:
             source = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id}
+            started = time.monotonic()
             plan.store.store(plan.key, outputs, result, source)
-            cache: dict[str, Any] = {"hit": False, "key": plan.key}
+            cache: dict[str, Any] = {
+                "hit": False,
+                "key": plan.key,
+                "key_seconds": round(plan.seconds, 4),
+                "store_seconds": round(time.monotonic() - started, 4),
+            }
         else:
             cache = {"hit": False, "key": None, "off": plan.note}
         return self._publish(context, outputs, {**result, "cache": cache})
@@ -184,9 +208,10 @@ class MLStepOperator(BaseOperator):
         for name, value in self.inputs.items():
             if isinstance(value, Sequence) and not isinstance(value, str | bytes):
                 uris = []
-                for item in value:
+                # len + index, not iteration: a lazy XCom sequence (a mapped task's outputs) is read by count and
+                # offset; iterating it reads one past the end, which Airflow logs as an "XCom not found" error.
+                for item in [value[i] for i in range(len(value))]:
                     many = isinstance(item, Sequence) and not isinstance(item, str | bytes)
-                    # len + index, not iteration: a lazy XCom sequence is read by count and offset
                     uris.extend([item[i] for i in range(len(item))] if many else [item])
                 if not uris or not all(isinstance(uri, str) and uri for uri in uris):
                     raise AirflowException(

@@ -27,6 +27,8 @@ class TaskOutcome:
     state: str | None
     try_number: int
     result: dict[str, Any] | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -37,6 +39,13 @@ class TaskOutcome:
     def metrics(self) -> dict[str, Any]:
         metrics: dict[str, Any] = (self.result or {}).get("metrics", {})
         return metrics
+
+    @property
+    def peak_memory(self) -> tuple[int, int] | None:
+        """(peak resident bytes of the step's process tree, its profile's memory) when the launcher measured it."""
+        resources = (self.result or {}).get("resources") or {}
+        peak, limit = resources.get("peak_rss_bytes"), resources.get("memory_limit_bytes")
+        return (int(peak), int(limit)) if peak is not None and limit is not None else None
 
     @property
     def cache_hit(self) -> bool:
@@ -98,6 +107,31 @@ def write_demo_data(directory: Path) -> None:
     )
 
 
+# The sharded pipeline's demo set: 200 k rows in 4 shards (`python -m sluice_steps.synth`; kept once made).
+SHARDED_DEMO_ROWS, SHARDED_DEMO_SHARD_ROWS = 200_000, 50_000
+
+
+def write_sharded_demo_data(
+    directory: Path, rows: int = SHARDED_DEMO_ROWS, shard_rows: int = SHARDED_DEMO_SHARD_ROWS
+) -> None:
+    """``sharded_training``'s source: a generated set (nothing downloaded); the generator keeps a set that
+    already has these figures."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sluice_steps.synth",
+            str(directory),
+            "--rows",
+            str(rows),
+            "--shard-rows",
+            str(shard_rows),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def load_dag(dag_id: str, dags_folder: Path) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -140,6 +174,8 @@ def collect(dag_id: str, run_id: str) -> RunOutcome:
                     state=str(ti.state) if ti.state else None,
                     try_number=ti.try_number,
                     result=result if isinstance(result, dict) else None,
+                    start_date=ti.start_date,
+                    end_date=ti.end_date,
                 )
             )
     return outcome

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from sluice_steps import synth
 
 
 def run_demo(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,3 +74,22 @@ def test_demo_of_an_unknown_dag_names_the_ones_that_exist(demo) -> None:
     result = demo("no_such_pipeline")
     assert result.returncode == 2
     assert "no DAG 'no_such_pipeline'" in result.stdout and "ml_training_pipeline" in result.stdout
+
+
+@pytest.mark.slow  # a full demo run (~45 s)
+def test_demo_runs_the_sharded_pipeline_with_one_instance_per_shard_and_scores_every_row(tmp_path: Path) -> None:
+    source = tmp_path / "set"
+    synth.generate(str(source), rows=30_000, shard_rows=10_000)  # 3 shards, not the demo set's 4
+    home = tmp_path / "home"
+    result = run_demo(home, "sharded_training", "--conf", json.dumps({"source": str(source), "sample_rows": 5000}))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "mapped steps: 12 (featurize 3, ingest 3, score 3, train_sample 3)" in result.stdout, (
+        "mapping follows the data"
+    )
+    assert "peak memory / profile" in result.stdout
+    assert re.search(r"ingest\[2\] .* success .* \d+ / 2048 MiB", result.stdout), "each step's peak beside its profile"
+    assert re.search(r"champion .* roc_auc_sgd_out_of_core", result.stdout)
+    (run,) = (home / "artifacts" / "sharded_training").iterdir()
+    stats = json.loads((run / "stats" / "stats.json").read_text())
+    scored = [pq.read_metadata(path).num_rows for path in sorted(run.glob("score/*/scores.parquet"))]
+    assert len(scored) == 3 and sum(scored) == stats["rows"], "every clean row scored exactly once"

@@ -7,7 +7,6 @@ the operator and launcher rather than of the ML steps.
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -116,27 +115,6 @@ def test_step_killed_mid_write_leaves_no_output(sluice_home: Path) -> None:
     assert not [p.name for p in prefix.rglob("*.tmp-*")], "the launcher must sweep a killed step's temp files"
 
 
-@pytest.fixture
-def with_profiles(sluice_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Run under a platform file that adds the given profiles (local launcher, the session's store)."""
-
-    def use(profiles: dict) -> None:
-        platform_file = tmp_path / "platform.yaml"
-        platform_file.write_text(
-            json.dumps(
-                {
-                    "pools": [{"name": "default", "queues": ["default"]}],
-                    "profiles": {"default": {}, **profiles},
-                    "artifacts": {"root": str(sluice_home / "artifacts")},
-                    "launcher": {"type": "local"},
-                }
-            )
-        )
-        monkeypatch.setenv("SLUICE_PLATFORM_FILE", str(platform_file))
-
-    return use
-
-
 def test_memory_limit_of_the_profile_stops_the_step(with_profiles, capfd: pytest.CaptureFixture[str]) -> None:
     with_profiles({"tiny": {"cpu": "1", "memory": "200Mi"}})
     with new_dag("oom") as dag:
@@ -160,7 +138,7 @@ def test_profile_cpu_count_pins_the_step_and_sizes_its_thread_pools(with_profile
     with new_dag("cpus") as dag:
         step("counter", "cpus", profile="one", cache=False)
     metrics = run_dag_object(dag).task("counter").metrics
-    assert metrics == {"omp": "1", "affinity": 1}
+    assert metrics == {"omp": "1", "omp_wait": "PASSIVE", "affinity": 1}
 
 
 def test_unknown_profile_fails_when_the_dag_is_defined() -> None:

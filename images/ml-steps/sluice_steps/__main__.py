@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from datetime import UTC, datetime
 
 from sluice_steps.contract import run_step
 
@@ -20,6 +21,14 @@ STEPS = (
     "batch",
     "score",
     "features",
+    # the sharded pipeline (dags/sharded_training.py)
+    "ingest_shard",
+    "merge_stats",
+    "featurize_shard",
+    "train_sgd",
+    "train_sample",
+    "pick_champion",
+    "score_shard",
 )
 
 
@@ -30,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sluice-step: error: unknown step {' '.join(args)!r}; steps: {', '.join(STEPS)}", file=sys.stderr)
         return 2
     name = args[0]
+    started = datetime.now(UTC)  # before the step's imports: they are the step's time, not the launcher's
     module = importlib.import_module(f"sluice_steps.{name}")
-    return run_step(name, module.run)
+    return run_step(name, module.run, started=started)
 
 
 def run() -> None:

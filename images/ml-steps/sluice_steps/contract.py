@@ -11,10 +11,11 @@ import os
 import sys
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -102,6 +103,15 @@ class StepContext:
         frame.to_parquet(buffer, index=False)
         return self.write_bytes(name, buffer.getvalue())
 
+    @contextmanager
+    def open_output(self, name: str) -> Iterator[IO[bytes]]:
+        """Stream an output too big to buffer (a Parquet shard written batch by batch), landing it
+        atomically like the writers above: the target appears complete when the block ends, or not at all."""
+        uri = self.output(name)
+        with atomic_open(uri) as handle:
+            yield handle
+        self.written.append(uri)
+
     def write_joblib(self, name: str, obj: Any) -> str:
         import joblib
 
@@ -158,6 +168,39 @@ def atomic_write(uri: str, data: bytes) -> None:
             fs.rm(tmp)
 
 
+@contextmanager
+def atomic_open(uri: str) -> Iterator[IO[bytes]]:
+    """A writable stream that lands at ``uri`` only if the block ends without an exception.
+
+    On a filesystem: a temp name beside the target, renamed onto it at the end (a killed process leaves only
+    ``.<name>.tmp-<uuid>``, which the operator sweeps). On an object store: a streamed (multipart) upload
+    that is completed at the end and aborted on an error; a killed process never completes it, so no object
+    appears (the bucket's lifecycle rule reaps the orphaned parts).
+    """
+    fs, path = url_to_fs(uri)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    if {"file", "local"} & set(protocols):
+        parent, _, base = path.rpartition("/")
+        fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex}"
+        try:
+            with fs.open(tmp, "wb") as handle:
+                yield handle
+            fs.mv(tmp, path)
+        finally:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        return
+    handle = fs.open(path, "wb")
+    try:
+        yield handle
+    except BaseException:
+        handle.discard()  # aborts the multipart upload
+        handle.closed = True  # and never complete it later (close() on garbage collection would)
+        raise
+    handle.close()
+
+
 def _env_json(name: str, environ: dict[str, str]) -> dict[str, Any]:
     raw = environ.get(name)
     if raw is None:
@@ -200,9 +243,15 @@ def _discard(ctx: StepContext) -> None:
             print(f"sluice-step: warning: could not remove {uri}: {exc}", file=sys.stderr)
 
 
-def run_step(step: str, body: Callable[[StepContext], None], environ: dict[str, str] | None = None) -> int:
-    """Run ``body`` under the contract; returns the process exit code."""
-    started = datetime.now(UTC).isoformat()
+def run_step(
+    step: str,
+    body: Callable[[StepContext], None],
+    environ: dict[str, str] | None = None,
+    started: datetime | None = None,
+) -> int:
+    """Run ``body`` under the contract; returns the process exit code. ``started``: when the step began, if
+    before this call (the result's ``started_at``)."""
+    started_at = (started or datetime.now(UTC)).isoformat()
     ctx: StepContext | None = None
     try:
         ctx = context_from_env(step, environ)
@@ -216,7 +265,7 @@ def run_step(step: str, body: Callable[[StepContext], None], environ: dict[str, 
             "status": "succeeded",
             "outputs": ctx.outputs,
             "metrics": ctx.metrics,
-            "started_at": started,
+            "started_at": started_at,
             "finished_at": datetime.now(UTC).isoformat(),
         }
         atomic_write(ctx.result_uri, json.dumps(result, indent=2, default=str).encode())

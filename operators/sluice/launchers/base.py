@@ -32,6 +32,10 @@ class StepRun:
 
 
 class Launcher(Protocol):
+    # The last run's peak resident memory where the launcher measures it (local: the step's process tree);
+    # None where it cannot (a pod: its peak is the node's metrics, not the launcher's to read).
+    peak_memory_bytes: int | None
+
     def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
         """What names the code this launcher would run for the step (the step cache keys on it;
         ``sluice.code_identity`` has each launcher's rule). A value of None turns caching off for the step."""

@@ -155,6 +155,7 @@ class KubernetesLauncher:
         self.platform = platform
         self._operator: Any = None
         self._killed = False  # on_kill ran: the pod's failure is the kill's doing (our flag, not the provider's)
+        self.peak_memory_bytes: int | None = None  # a pod's peak is the node's metrics, not ours to read
 
     def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
         """The image: its digest, or its tag with the step's explicit cache_version; else no caching."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import sqlalchemy as sa
 from sluice.platform import load_platform
 from sluice.scaling import pool_load_sql
 from sluice.stack.config import tuning_settings
+from sluice_steps import synth
 
-from tests.integration.stack.conftest import HERE, Running
+from tests.integration.stack.conftest import HERE, RUN_BOUND, Running
 
 pytestmark = pytest.mark.integration
 PLATFORM = load_platform(HERE / "platform.yaml")
@@ -144,10 +146,36 @@ def test_scaling_query_counts_each_pool_mid_run_and_zero_after(
     local_stack.wait_for(lambda: sampler.sample() == {"default": 0.0, "highmem": 0.0}, "pool load back to 0", 60)
 
 
-def _sluice(*args: str) -> subprocess.CompletedProcess[str]:
+def _sluice(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     sluice = Path(sys.executable).with_name("sluice")
-    env = {"COLUMNS": "200", "PATH": str(sluice.parent)}
-    return subprocess.run([str(sluice), *args], capture_output=True, text=True, timeout=120, env=env)
+    env = {"COLUMNS": "200", "PATH": str(sluice.parent), **(env or {})}
+    return subprocess.run([str(sluice), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_demo_runs_the_sharded_pipeline_on_the_stack_with_steps_on_their_pools(
+    local_stack: Running, tmp_path: Path
+) -> None:
+    """`sluice demo <name> --stack`: triggered through the stack's API, run by its Celery pools, read back from
+    its database; the shard count decides the fan-out there too."""
+    source = tmp_path / "set"
+    synth.generate(str(source), rows=12_000, shard_rows=4_000)
+    local_stack.stack.wait_healthy()
+    conf = json.dumps({"source": str(source), "sample_rows": 2000})
+    out = _sluice(
+        "demo",
+        "sharded_training",
+        "--stack",
+        "--conf",
+        conf,
+        env={"SLUICE_STACK_HOME": str(local_stack.stack.home)},
+        timeout=RUN_BOUND + 60,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "local stack http://" in out.stdout
+    assert "mapped steps: 12 (featurize 3, ingest 3, score 3, train_sample 3)" in out.stdout
+    (run_id,) = re.findall(r"run (\S+): success in", out.stdout)
+    pools = {ti["task_id"]: ti["queue"] for ti in local_stack.api.task_instances("sharded_training", run_id)}
+    assert pools["ingest"] == pools["score"] == "default" and pools["train_sgd"] == pools["train_sample"] == "highmem"
 
 
 def test_status_command_shows_components_and_pools(local_stack: Running) -> None:

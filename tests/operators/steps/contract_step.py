@@ -39,7 +39,11 @@ def main() -> int:
         time.sleep(5)
         return 0
     if mode == "cpus":
-        seen = {"omp": os.environ.get("OMP_NUM_THREADS"), "affinity": len(os.sched_getaffinity(0))}
+        seen = {
+            "omp": os.environ.get("OMP_NUM_THREADS"),
+            "omp_wait": os.environ.get("OMP_WAIT_POLICY"),
+            "affinity": len(os.sched_getaffinity(0)),
+        }
         path = next(iter(outputs.values()))
         atomic_write(path, json.dumps(seen).encode())
         result = {"contract_version": 1, "step": "cpus", "status": "succeeded", "outputs": outputs, "metrics": seen}

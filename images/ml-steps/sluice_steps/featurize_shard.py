@@ -1,0 +1,52 @@
+"""featurize_shard: a clean shard → float32 features with the dataset's statistics, plus a small sample.
+
+Standardizes with the global mean/std (from merge_stats, so every shard gets the same transform), imputes
+nulls, one-hot encodes the region over the global vocabulary. The sample (rows picked by a hash of their id,
+so the same rows on every run) feeds the candidate models; its size is bounded by ``sample_rows`` overall.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from sluice_steps.contract import StepContext
+from sluice_steps.shards import (
+    BATCH_ROWS,
+    ID,
+    Stats,
+    features_schema,
+    features_table,
+    iter_batches,
+    parquet_writer,
+)
+
+# Knuth's multiplicative hash: ids spread evenly over [0, 2^32).
+HASH = np.uint64(2654435761)
+
+
+def in_sample(ids: np.ndarray, fraction: float) -> np.ndarray:
+    buckets = (ids.astype(np.uint64) * HASH) % np.uint64(2**32)
+    return buckets < np.uint64(int(fraction * 2**32))
+
+
+def run(ctx: StepContext) -> None:
+    stats = Stats.from_json(ctx.read_json("stats"))
+    batch_rows = ctx.param("batch_rows", BATCH_ROWS, kind=int)
+    fraction = min(1.0, ctx.param("sample_rows", 50_000, kind=int) / stats.rows)
+    schema = features_schema(stats)
+    rows = sampled = 0
+    with (
+        ctx.open_output("features") as features_out,
+        ctx.open_output("sample") as sample_out,
+        parquet_writer(features_out, schema) as features_writer,
+        parquet_writer(sample_out, schema) as sample_writer,
+    ):
+        for batch in iter_batches(ctx.input("clean"), None, batch_rows):
+            table = features_table(batch, stats)
+            features_writer.write_table(table)
+            picked = table.filter(pa.array(in_sample(batch.column(ID).to_numpy(), fraction)))
+            sample_writer.write_table(picked)
+            rows += table.num_rows
+            sampled += picked.num_rows
+    ctx.metrics.update(rows=rows, sample_rows=sampled, features=len(schema) - 2)

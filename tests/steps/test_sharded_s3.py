@@ -1,0 +1,118 @@
+"""The sharded steps on an object store (moto's S3 server stands in for MinIO or any S3): shards are read
+and written through fsspec, streamed, with no whole-shard copy on local disk, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+from sluice_steps import synth
+from sluice_steps.contract import atomic_open
+
+from tests.steps.conftest import STEP_BIN
+from tests.support.s3 import moto_s3
+
+BUCKET = "sluice-scale"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A moto S3 server, a bucket, and the environment that points fsspec (here and in the steps) at it."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    with moto_s3() as endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        fsspec.filesystem("s3", skip_instance_cache=True).mkdir(BUCKET)
+        try:
+            yield env
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def s3fs_now() -> fsspec.AbstractFileSystem:
+    return fsspec.filesystem("s3", skip_instance_cache=True)
+
+
+def run_on_s3(step: str, prefix: str, inputs: dict[str, object], outputs: dict[str, str], tmpdir: Path) -> str:
+    """Run a step whose inputs and outputs are s3:// URIs; TMPDIR is a folder the test then checks is empty."""
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmpdir),
+        "SLUICE_CONTRACT_VERSION": "1",
+        "SLUICE_STEP_INPUTS": json.dumps(inputs),
+        "SLUICE_STEP_OUTPUTS": json.dumps({name: f"{prefix}/{filename}" for name, filename in outputs.items()}),
+        "SLUICE_STEP_PARAMS": json.dumps({"batch_rows": 2048}),
+        "SLUICE_RESULT_URI": f"{prefix}/_result.json",
+        "SLUICE_ARTIFACT_PREFIX": prefix,
+    }
+    done = subprocess.run([STEP_BIN, step], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return prefix
+
+
+@pytest.mark.slow  # three step processes
+def test_a_shard_is_ingested_and_featurized_on_s3_without_local_copies(s3: dict[str, str], tmp_path: Path) -> None:
+    source = f"s3://{BUCKET}/raw"
+    synth.generate(source, rows=6_000, shard_rows=6_000)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    ingest = run_on_s3(
+        "ingest_shard",
+        f"s3://{BUCKET}/run/ingest/0",
+        {"shard": f"{source}/part-00000.parquet"},
+        {"clean": "clean.parquet", "stats": "stats.json"},
+        tmpdir,
+    )
+    stats = run_on_s3(
+        "merge_stats", f"s3://{BUCKET}/run/stats", {"parts": [f"{ingest}/stats.json"]}, {"stats": "stats.json"}, tmpdir
+    )
+    featurize = run_on_s3(
+        "featurize_shard",
+        f"s3://{BUCKET}/run/featurize/0",
+        {"clean": f"{ingest}/clean.parquet", "stats": f"{stats}/stats.json"},
+        {"features": "features.parquet", "sample": "sample.parquet"},
+        tmpdir,
+    )
+    fs = s3fs_now()
+    with fs.open(f"{featurize}/features.parquet", "rb") as handle:
+        features = pq.read_table(handle)
+    with fs.open(f"{ingest}/_result.json", "r") as handle:
+        ingested = json.load(handle)["metrics"]
+    assert features.num_rows == ingested["rows"] == 6_000 - ingested["duplicates"]
+    assert list(tmpdir.iterdir()) == [], "a step copied a shard to local disk"
+
+
+def test_a_streamed_upload_that_fails_leaves_no_object_and_no_open_upload(s3: dict[str, str]) -> None:
+    target = f"s3://{BUCKET}/partial/scores.parquet"
+    with pytest.raises(RuntimeError, match="failed mid-shard"), atomic_open(target) as handle:
+        handle.write(os.urandom(12 * 2**20))  # past s3fs's 5 MiB block: a multipart upload is under way
+        raise RuntimeError("failed mid-shard")
+    fs = s3fs_now()
+    assert not fs.exists(target)
+    uploads = fs.call_s3("list_multipart_uploads", Bucket=BUCKET)
+    assert not uploads.get("Uploads"), "the aborted upload's parts were left behind"
+
+
+def test_a_streamed_upload_lands_whole_when_the_block_ends(s3: dict[str, str]) -> None:
+    target = f"s3://{BUCKET}/whole/scores.parquet"
+    data = os.urandom(7 * 2**20)
+    with atomic_open(target) as handle:
+        handle.write(data[: 6 * 2**20])
+        assert not s3fs_now().exists(target), "visible before the block ended"
+        handle.write(data[6 * 2**20 :])
+    assert s3fs_now().cat_file(target) == data
