@@ -171,8 +171,12 @@ def test_a_killed_score_shard_leaves_no_file_at_its_target(scoring_inputs: dict[
     """SIGKILL (an OOM kill, a lost node) while the shard's file is being written: nothing appears at the
     target, and the temp it was writing is what the operator sweeps before the retry (remove_partials)."""
     prefix = tmp_path / "score" / "0"
-    # Small batches: the step writes its file over many batches, long enough to be caught mid-write.
-    env = step_env(prefix, scoring_inputs, {"scores": "scores.parquet"}, {"batch_rows": 1024})
+    # 200 k rows in small batches: the step writes its file over ~200 batches, long enough to be caught mid-write.
+    shard = pq.read_table(scoring_inputs["features"])
+    big = tmp_path / "features.parquet"
+    pq.write_table(pa.concat_tables([shard] * max(1, 200_000 // shard.num_rows)), big)
+    inputs = {**scoring_inputs, "features": str(big)}
+    env = step_env(prefix, inputs, {"scores": "scores.parquet"}, {"batch_rows": 1024})
     proc = subprocess.Popen([STEP_BIN, "score_shard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not list(prefix.glob(".scores.parquet.tmp-*")):
