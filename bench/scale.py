@@ -70,6 +70,7 @@ def phase_single(data: str, work: str) -> dict[str, Any]:
     from sluice_steps.contract import StepContext
 
     params = {"batch_rows": 65536, "sample_rows": 50000}
+    candidates = importlib.import_module("sharded_training").CANDIDATES  # the DAG's own (imports Airflow: untimed)
     steps: dict[str, float] = {}
 
     def call(step: str, name: str, inputs: dict[str, Any], outputs: dict[str, str], extra: dict[str, Any]) -> dict:
@@ -116,7 +117,7 @@ def phase_single(data: str, work: str) -> dict[str, Any]:
             {"epochs": 1},
         )
     ]
-    for i, candidate in enumerate(REPO_CANDIDATES):
+    for i, candidate in enumerate(candidates):
         evaluations.append(
             call(
                 "train_sample",
@@ -181,9 +182,6 @@ def phase_collect(db_url: str, dag_id: str) -> dict[str, Any]:
             for t in outcome.tasks
         ],
     }
-
-
-REPO_CANDIDATES: list[dict[str, Any]] = []  # filled from the DAG file in main(): the DAG's default candidates
 
 
 def child(phase: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -378,7 +376,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "dags"))
-    REPO_CANDIDATES.extend(importlib.import_module("sharded_training").CANDIDATES)
 
     if args.phase:
         if args.phase == "collect":

@@ -45,6 +45,13 @@ def _is_local(fs: Any) -> bool:
     return bool({"file", "local"} & set(protocols))
 
 
+def _temp_beside(path: str) -> str:
+    """Where a file is written before it is renamed onto ``path``: ``.<name>.tmp-<uuid>`` in the same folder
+    (the name ``remove_partials`` sweeps)."""
+    parent, _, base = path.rpartition("/")
+    return f"{parent}/.{base}.tmp-{uuid.uuid4().hex}"
+
+
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """A reader never sees half a file: temp name + rename on a filesystem; one whole PUT on an
     object store (already atomic, and a rename there would be a second copy)."""
@@ -54,7 +61,7 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         fs.pipe_file(path, data)
         return
     fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.tmp-{uuid.uuid4().hex}"
+    tmp = _temp_beside(path)
     try:
         with fs.open(tmp, "wb") as handle:
             handle.write(data)
@@ -76,9 +83,8 @@ def copy_atomic(src: str, dst: str) -> None:
     src_fs, src_path = url_to_fs(src)
     dst_fs, dst_path = url_to_fs(dst)
     if _is_local(src_fs) and _is_local(dst_fs):
-        parent, _, base = dst_path.rpartition("/")
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex}"
+        os.makedirs(dst_path.rpartition("/")[0], exist_ok=True)
+        tmp = _temp_beside(dst_path)
         try:
             try:
                 os.link(src_path, tmp)

@@ -15,6 +15,23 @@ import pytest
 STEP_BIN = str(Path(sys.executable).parent / "sluice-step")
 
 
+def contract_env(
+    prefix: str | Path, inputs: dict[str, Any], outputs: dict[str, str], params: dict[str, Any]
+) -> dict[str, str]:
+    """The environment a launcher gives a step: ``outputs`` maps names to file names under ``prefix`` (a folder
+    or an ``s3://`` URI)."""
+    base = str(prefix).rstrip("/")
+    return {
+        **os.environ,
+        "SLUICE_CONTRACT_VERSION": "1",
+        "SLUICE_STEP_INPUTS": json.dumps(inputs),
+        "SLUICE_STEP_OUTPUTS": json.dumps({name: f"{base}/{filename}" for name, filename in outputs.items()}),
+        "SLUICE_STEP_PARAMS": json.dumps(params),
+        "SLUICE_RESULT_URI": f"{base}/_result.json",
+        "SLUICE_ARTIFACT_PREFIX": base,
+    }
+
+
 @dataclass
 class StepResult:
     code: int
@@ -47,16 +64,8 @@ def run_step(tmp_path: Path):
         params: dict[str, Any] | None = None,
     ) -> StepResult:
         prefix = tmp_path / f"{step}-{next(counter)}"
-        out_uris = {name: str(prefix / filename) for name, filename in (outputs or {}).items()}
-        env = {
-            **os.environ,
-            "SLUICE_CONTRACT_VERSION": "1",
-            "SLUICE_STEP_INPUTS": json.dumps(inputs or {}),
-            "SLUICE_STEP_OUTPUTS": json.dumps(out_uris),
-            "SLUICE_STEP_PARAMS": json.dumps(params or {}),
-            "SLUICE_RESULT_URI": str(prefix / "_result.json"),
-            "SLUICE_ARTIFACT_PREFIX": str(prefix),
-        }
+        env = contract_env(prefix, inputs or {}, outputs or {}, params or {})
+        out_uris = json.loads(env["SLUICE_STEP_OUTPUTS"])
         proc = subprocess.run([STEP_BIN, step], env=env, capture_output=True, text=True, timeout=120)
         return StepResult(proc.returncode, proc.stderr, out_uris, prefix)
 

@@ -33,7 +33,7 @@ from sluice_steps.shards import (
     featurize,
 )
 
-from tests.steps.conftest import STEP_BIN
+from tests.steps.conftest import STEP_BIN, contract_env
 
 # Tests marked slow run steps as processes that import pyarrow and scikit-learn (~1-3 s each).
 
@@ -62,24 +62,10 @@ def ingested(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> list[di
     return outputs
 
 
-def step_env(
-    prefix: Path, inputs: dict[str, object], outputs: dict[str, str], params: dict[str, object]
-) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SLUICE_CONTRACT_VERSION": "1",
-        "SLUICE_STEP_INPUTS": json.dumps(inputs),
-        "SLUICE_STEP_OUTPUTS": json.dumps({name: str(prefix / filename) for name, filename in outputs.items()}),
-        "SLUICE_STEP_PARAMS": json.dumps(params),
-        "SLUICE_RESULT_URI": str(prefix / "_result.json"),
-        "SLUICE_ARTIFACT_PREFIX": str(prefix),
-    }
-
-
 def run_contract_step(
     step: str, prefix: Path, inputs: dict[str, object], outputs: dict[str, str], params: dict[str, object] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = step_env(prefix, inputs, outputs, params or {})
+    env = contract_env(prefix, inputs, outputs, params or {})
     return subprocess.run([STEP_BIN, step], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -176,7 +162,7 @@ def test_a_killed_score_shard_leaves_no_file_at_its_target(scoring_inputs: dict[
     big = tmp_path / "features.parquet"
     pq.write_table(pa.concat_tables([shard] * max(1, 200_000 // shard.num_rows)), big)
     inputs = {**scoring_inputs, "features": str(big)}
-    env = step_env(prefix, inputs, {"scores": "scores.parquet"}, {"batch_rows": 1024})
+    env = contract_env(prefix, inputs, {"scores": "scores.parquet"}, {"batch_rows": 1024})
     proc = subprocess.Popen([STEP_BIN, "score_shard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not list(prefix.glob(".scores.parquet.tmp-*")):

@@ -149,23 +149,10 @@ class StepContext:
 
 
 def atomic_write(uri: str, data: bytes) -> None:
-    """Temp name beside the target, then rename, on a filesystem; one whole PUT on an object store
-    (already atomic). A failure leaves neither the target nor a temp file."""
-    fs, path = url_to_fs(uri)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
-    if not {"file", "local"} & set(protocols):
-        fs.pipe_file(path, data)
-        return
-    parent, _, base = path.rpartition("/")
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.{base}.tmp-{uuid.uuid4().hex}"
-    try:
-        with fs.open(tmp, "wb") as handle:
-            handle.write(data)
-        fs.mv(tmp, path)
-    finally:
-        if fs.exists(tmp):
-            fs.rm(tmp)
+    """``data`` landed whole at ``uri`` through ``atomic_open``. A failure leaves neither the target nor a temp
+    file."""
+    with atomic_open(uri) as handle:
+        handle.write(data)
 
 
 @contextmanager

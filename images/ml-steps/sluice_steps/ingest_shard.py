@@ -23,7 +23,7 @@ from sluice_steps.shards import (
     Stats,
     column_range,
     iter_batches,
-    parquet_rows,
+    parquet_metadata,
     parquet_writer,
 )
 
@@ -82,7 +82,8 @@ def run(ctx: StepContext) -> None:
     uri = ctx.input("shard")
     batch_rows = ctx.param("batch_rows", BATCH_ROWS, kind=int)
     stats = Stats()
-    seen = SeenIds(column_range(uri, ID), parquet_rows(uri))
+    footer = parquet_metadata(uri)
+    seen = SeenIds(column_range(footer, ID), footer.num_rows)
     rows_in = 0
     with ctx.open_output("clean") as handle, parquet_writer(handle, CLEAN_SCHEMA) as writer:
         for raw in iter_batches(uri, RAW_SCHEMA.names, batch_rows):

@@ -66,11 +66,14 @@ def iter_batches(uri: str, columns: list[str] | None = None, batch_rows: int = B
             del group
 
 
-def column_range(uri: str, column: str) -> tuple[int, int] | None:
-    """(min, max) of an integer column from the file's row-group statistics (no data read); None if a row
-    group has none."""
+def parquet_metadata(uri: str) -> pq.FileMetaData:
+    """A Parquet file's footer (row count, row groups, their statistics): one read, no data."""
     with fsspec.open(uri, "rb") as handle:
-        metadata = pq.ParquetFile(handle).metadata
+        return pq.ParquetFile(handle).metadata
+
+
+def column_range(metadata: pq.FileMetaData, column: str) -> tuple[int, int] | None:
+    """(min, max) of an integer column from the file's row-group statistics; None if a row group has none."""
     index = metadata.schema.to_arrow_schema().get_field_index(column)
     if index < 0 or metadata.num_row_groups == 0:
         return None
@@ -92,11 +95,6 @@ def parquet_writer(handle: Any, schema: pa.Schema) -> pq.ParquetWriter:
     """
     strings = [field.name for field in schema if pa.types.is_string(field.type)]
     return pq.ParquetWriter(handle, schema, compression="snappy", use_dictionary=strings)
-
-
-def parquet_rows(uri: str) -> int:
-    with fsspec.open(uri, "rb") as handle:
-        return int(pq.ParquetFile(handle).metadata.num_rows)
 
 
 @dataclass
@@ -257,9 +255,14 @@ def features_table(batch: pa.RecordBatch, stats: Stats) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=features_schema(stats))
 
 
+def feature_columns(schema: pa.Schema) -> list[str]:
+    """The model's inputs in a featurized batch: every column but the id and the label."""
+    return [name for name in schema.names if name not in (ID, LABEL)]
+
+
 def xy(batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Features matrix and labels of a featurized batch."""
-    names = [n for n in batch.schema.names if n not in (ID, LABEL)]
+    names = feature_columns(batch.schema)
     x = np.column_stack([batch.column(n).to_numpy(zero_copy_only=False) for n in names]).astype(np.float32)
     return x, batch.column(LABEL).to_numpy(zero_copy_only=False).astype(np.int8)
 

@@ -16,7 +16,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.linear_model import LogisticRegression
 
 from sluice_steps.contract import StepContext, StepError
-from sluice_steps.shards import ID, LABEL, iter_batches, write_evaluation, xy
+from sluice_steps.shards import feature_columns, iter_batches, write_evaluation, xy
 
 ALGORITHMS: dict[str, Callable[..., Any]] = {
     "logistic_regression": lambda **hp: LogisticRegression(max_iter=500, **hp),
@@ -52,7 +52,7 @@ def run(ctx: StepContext) -> None:
         model.fit(x, y)
     except (TypeError, ValueError) as exc:
         raise StepError(f"param 'hyperparams' of {algorithm}: {exc}") from None
-    names = [n for n in tables[0].schema.names if n not in (ID, LABEL)]
+    names = feature_columns(tables[0].schema)
     uri = ctx.write_joblib("model", {"candidate": algorithm, "estimator": model, "features": names})
     write_evaluation(ctx, algorithm, uri, model)
     ctx.metrics.update(candidate=algorithm, rows=rows, train_accuracy=round(float(model.score(x, y)), 6))

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.linear_model import SGDClassifier
 
 from sluice_steps.contract import StepContext, StepError
-from sluice_steps.shards import BATCH_ROWS, LABEL, iter_batches, write_evaluation, xy
+from sluice_steps.shards import BATCH_ROWS, feature_columns, iter_batches, write_evaluation, xy
 
 
 def run(ctx: StepContext) -> None:
@@ -30,7 +30,7 @@ def run(ctx: StepContext) -> None:
         for uri in shards:
             for batch in iter_batches(uri, None, batch_rows):
                 x, y = xy(batch)
-                names = [n for n in batch.schema.names if n not in ("id", LABEL)]
+                names = names or feature_columns(batch.schema)
                 order = rng.permutation(len(y))
                 model.partial_fit(x[order], y[order], classes=np.array([0, 1], dtype=np.int8))
                 rows += len(y)
