@@ -12,36 +12,36 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 import pytest
+import s3fs
 from sluice_steps import synth
 from sluice_steps.contract import atomic_open
 
-from tests.steps.conftest import STEP_BIN
+from tests.steps.conftest import STEP_BIN, contract_env
 from tests.support.s3 import moto_s3
 
 BUCKET = "sluice-scale"
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A moto S3 server, a bucket, and the environment that points fsspec (here and in the steps) at it."""
+def s3() -> Iterator[dict[str, str]]:
+    """A moto S3 server, a bucket, and the environment that points fsspec (here and in the steps) at it.
+
+    s3fs caches a filesystem per set of options and reads the endpoint from the environment when it makes one:
+    the cache is cleared on the way in and out, so no module talks to another module's (stopped) server.
+    """
     env = {
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    with moto_s3() as endpoint:
+    with moto_s3() as endpoint, pytest.MonkeyPatch.context() as patch:
         env["AWS_ENDPOINT_URL"] = endpoint
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir(BUCKET)
-        try:
-            yield env
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        for name, value in env.items():
+            patch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs_now().mkdir(BUCKET)
+        yield env
+        s3fs.S3FileSystem.clear_instance_cache()
 
 
 def s3fs_now() -> fsspec.AbstractFileSystem:
@@ -50,16 +50,7 @@ def s3fs_now() -> fsspec.AbstractFileSystem:
 
 def run_on_s3(step: str, prefix: str, inputs: dict[str, object], outputs: dict[str, str], tmpdir: Path) -> str:
     """Run a step whose inputs and outputs are s3:// URIs; TMPDIR is a folder the test then checks is empty."""
-    env = {
-        **os.environ,
-        "TMPDIR": str(tmpdir),
-        "SLUICE_CONTRACT_VERSION": "1",
-        "SLUICE_STEP_INPUTS": json.dumps(inputs),
-        "SLUICE_STEP_OUTPUTS": json.dumps({name: f"{prefix}/{filename}" for name, filename in outputs.items()}),
-        "SLUICE_STEP_PARAMS": json.dumps({"batch_rows": 2048}),
-        "SLUICE_RESULT_URI": f"{prefix}/_result.json",
-        "SLUICE_ARTIFACT_PREFIX": prefix,
-    }
+    env = {**contract_env(prefix, inputs, outputs, {"batch_rows": 2048}), "TMPDIR": str(tmpdir)}
     done = subprocess.run([STEP_BIN, step], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return prefix
