@@ -6,6 +6,7 @@ Airflow is imported lazily, after ``sluice.embedded.configure()`` has set its en
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from enum import StrEnum
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from sluice.checks import DEFAULT_TARGET, TARGETS
 from sluice.platform import PlatformError, repo_root
+from sluice.stack.commands import LocalLauncherType, require_launcher
 
 if TYPE_CHECKING:
     from sluice.runs import RunOutcome
@@ -50,11 +52,24 @@ def demo(
             "$SLUICE_STACK_HOME) rather than the embedded default",
         ),
     ] = False,
+    launcher: Annotated[
+        LocalLauncherType | None,
+        typer.Option(
+            help="how steps run: 'local' processes (the default) or 'container' (each step in its image, as its "
+            "pod would run; `make images` first). With --stack, the stack's own (`sluice up --launcher`)"
+        ),
+    ] = None,
 ) -> None:
     """Run an example pipeline end to end on the embedded default (SQLite, steps as local processes), or with
     --stack on the running local stack."""
     warnings.filterwarnings("ignore", message=".*httpx.*starlette.*")  # Airflow's dependency noise
     started = time.monotonic()
+    if launcher is not None:
+        if stack:
+            console.print("[red]--launcher is the stack's: start it with `sluice up --launcher ...`[/]")
+            raise typer.Exit(2)
+        require_launcher(launcher)
+        os.environ["SLUICE_LAUNCHER"] = launcher.value
     try:
         run_conf = json.loads(conf)
     except json.JSONDecodeError as exc:
@@ -71,7 +86,8 @@ def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -
     from sluice import embedded
 
     airflow_home = embedded.configure(dags_folder=dags_folder)
-    console.print(f"[bold]Sluice demo[/] · {dag_id} · Airflow home {airflow_home} · launcher local · SQLite")
+    launcher = os.environ.get("SLUICE_LAUNCHER", "local")
+    console.print(f"[bold]Sluice demo[/] · {dag_id} · Airflow home {airflow_home} · launcher {launcher} · SQLite")
     from sluice import runs
     from sluice.platform import sluice_home
 
@@ -91,8 +107,6 @@ def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -
 
 def _run_on_stack(dag_id: str, run_conf: dict[str, object]) -> RunOutcome:
     """Trigger through the stack's REST API, wait, then read the run from the stack's metadata DB."""
-    import os
-
     from sluice.stack.api import AirflowApi
     from sluice.stack.commands import default_home
     from sluice.stack.errors import StackError

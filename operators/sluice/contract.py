@@ -20,6 +20,8 @@ ENV_RESULT_URI = "SLUICE_RESULT_URI"
 ENV_PREFIX = "SLUICE_ARTIFACT_PREFIX"
 ENV_ROOT = "SLUICE_ARTIFACT_ROOT"
 RESULT_FILE = "_result.json"
+# A step's exit code when the image has no such step or refuses the invocation (sysexits' EX_USAGE): permanent.
+EXIT_USAGE = 64
 
 
 class StepContractError(RuntimeError):

@@ -8,18 +8,40 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from sluice import artifacts
 from sluice.cache import CachePlan, StepCache, cache_key
 from sluice.contract import ENV_INPUTS, ENV_OUTPUTS, ENV_RESULT_URI, StepContractError, read_result, step_env
-from sluice.launchers import StepFailed, StepRun, launcher_for
+from sluice.launchers import FailureKind, Launcher, LaunchResult, StepFailed, StepRun, launcher_for
 from sluice.platform import Platform, PlatformError, current_platform
 from sluice.quantity import parse_quantity
+
+
+def failure_message(step: StepRun, platform: Platform, launched: LaunchResult) -> str:
+    """What the task's error says for a failed launch: memory and time name the profile and what to change."""
+    name, profile = step.profile_name, step.profile
+    if launched.failure is FailureKind.OUT_OF_MEMORY:
+        larger = platform.larger_profile(name)
+        hint = (
+            f"use profile {larger!r} ({platform.profile(larger).memory})"
+            if larger
+            else "no profile has more memory: add one"
+        )
+        return (
+            f"step exceeded memory limit of profile {name!r} ({profile.memory}): {launched.message}; "
+            f"{hint} or reduce the step's data"
+        )
+    if launched.failure is FailureKind.TIMEOUT:
+        return (
+            f"step exceeded the timeout of profile {name!r} ({profile.timeout_seconds}s) and was stopped: "
+            f"{launched.message}"
+        )
+    return launched.message
 
 
 class MLStepOperator(BaseOperator):
@@ -58,7 +80,7 @@ class MLStepOperator(BaseOperator):
         self.profile = profile
         self.cache = cache
         self.cache_version = cache_version
-        self._launcher: Any = None
+        self._launcher: Launcher | None = None
         try:
             current_platform().profile(profile)
         except PlatformError as exc:
@@ -126,12 +148,16 @@ class MLStepOperator(BaseOperator):
             self.log.info("cache miss, key %s: running the step; code: %s", key[:16], plan.note)
         else:
             self.log.info("cache off: %s", plan.note)
-        return self._finish(context, step, plan, lambda: self._launcher.run(step, self.log, context))
+        launcher = self._launcher
+        assert launcher is not None  # set by _prepare
+        return self._finish(context, step, plan, lambda: launcher.run(step, self.log, context))
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Where a deferred step pod comes back (``launcher.deferrable``): finish the pod, then the step."""
         step, plan = self._prepare(context)
-        return self._finish(context, step, plan, lambda: self._launcher.resume(step, self.log, context, event))
+        launcher = self._launcher
+        assert launcher is not None  # set by _prepare
+        return self._finish(context, step, plan, lambda: launcher.resume(step, self.log, context, event))
 
     def _prepare(self, context: Context) -> tuple[StepRun, CachePlan]:
         """This try's step and launcher, and whether the cache serves it: the key names the code the
@@ -139,7 +165,10 @@ class MLStepOperator(BaseOperator):
         platform = current_platform()
         ti = context["ti"]
         step = self.build_step_run(platform, ti.dag_id, ti.run_id, ti.try_number, getattr(ti, "map_index", -1))
-        self._launcher = launcher_for(platform)
+        try:
+            self._launcher = launcher_for(platform)
+        except StepFailed as exc:
+            raise AirflowFailException(str(exc)) from None  # an unknown launcher type: no retry can fix it
         if not self.cache:
             return step, CachePlan(None, None, "the step sets cache=False")
         if not platform.artifacts.cache.enabled:
@@ -153,18 +182,34 @@ class MLStepOperator(BaseOperator):
         seconds = time.monotonic() - started
         return step, CachePlan(StepCache(platform.artifacts.root), key, code.about, seconds)
 
-    def _finish(self, context: Context, step: StepRun, plan: CachePlan, launch: Any) -> dict[str, Any]:
+    def _finish(
+        self, context: Context, step: StepRun, plan: CachePlan, launch: Callable[[], LaunchResult]
+    ) -> dict[str, Any]:
         """Launch (or resume) the step, check its result, fill the cache, publish the outputs."""
         ti = context["ti"]
         outputs = json.loads(step.env[ENV_OUTPUTS])
+        platform = current_platform()
+        failure: tuple[FailureKind, str] | None = None
+        launched = LaunchResult(None)
         try:
-            launch()  # a deferring launcher raises TaskDeferred here: it passes through untouched
-            result = read_result(step.env[ENV_RESULT_URI], outputs)
-        except (StepFailed, StepContractError, PlatformError) as exc:
+            launched = launch()  # a deferring launcher raises TaskDeferred here: it passes through untouched
+            if launched.failure is not None:
+                failure = (launched.failure, failure_message(step, platform, launched))
+            else:
+                result = read_result(step.env[ENV_RESULT_URI], outputs)
+        except StepContractError as exc:
+            failure = (FailureKind.CONTRACT, str(exc))
+        except StepFailed as exc:
+            failure = (exc.kind, str(exc))
+        except PlatformError as exc:
+            failure = (FailureKind.START, str(exc))
+        if failure is not None:
+            kind, message = failure
             for partial in artifacts.remove_partials(step.artifact_prefix):
                 self.log.warning("removed partial artifact %s left by the failed step", partial)
-            raise AirflowException(str(exc)) from None
-        peak = getattr(self._launcher, "peak_memory_bytes", None)
+            self.log.error("step failed (%s%s): %s", kind, ", not retried" if kind.permanent else "", message)
+            raise (AirflowFailException if kind.permanent else AirflowException)(message) from None
+        peak = launched.peak_memory_bytes
         if peak is not None:
             result = {
                 **result,

@@ -198,14 +198,26 @@ class Profile(_Model):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     priority_class_name: str | None = None
     timeout_seconds: Integer | None = Field(None, ge=1)
+    # Off the cluster, whether the step may reach the network: the container launcher gives a step none unless
+    # this is true or the artifact store is remote (s3://). Pods always have one, limited by NetworkPolicies.
+    network: StrictBool = False
 
 
 class Routing(_Model):
     kubernetes_queue: str = "kubernetes"
 
 
+def _launcher_type(value: str) -> str:
+    from sluice.launchers import launcher_types  # the registry imports this module
+
+    known = launcher_types()
+    if value not in known:
+        raise ValueError(f"unknown launcher type {value!r}; valid types: {', '.join(known)}")
+    return value
+
+
 class Launcher(_Model):
-    type: Literal["local", "kubernetes"] = "local"
+    type: Annotated[str, AfterValidator(_launcher_type)] = "local"
     namespace: str | None = None
     service_account_name: str | None = None
     startup_timeout_seconds: Integer = Field(300, ge=1)
@@ -285,6 +297,13 @@ class Platform(_Model):
             raise PlatformError(
                 f"unknown profile {name!r}; profiles that exist: {', '.join(sorted(self.profiles))}"
             ) from None
+
+    def larger_profile(self, name: str) -> str | None:
+        """The profile with the least memory above ``name``'s (what to suggest after an out-of-memory kill)."""
+        own = parse_quantity(self.profile(name).memory)
+        larger = [(parse_quantity(p.memory), other) for other, p in self.profiles.items() if other != name]
+        bigger = sorted((memory, other) for memory, other in larger if memory > own)
+        return bigger[0][1] if bigger else None
 
     def image_ref(self, image: str) -> str:
         """Resolve a step image's short name (``ml-steps``) to its pinned reference; refs pass through."""

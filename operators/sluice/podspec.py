@@ -7,7 +7,6 @@ as ``<run_id>``; templated params are rendered with the DAG's default params.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from sluice.platform import Platform, current_platform
@@ -51,7 +50,7 @@ def _step_task(task: Any) -> Any:
 def pod_manifest(dag_id: str, task_id: str, dags_folder: Path, platform: Platform | None = None) -> dict[str, Any]:
     from kubernetes.client import ApiClient
 
-    from sluice.launchers.kubernetes import pod_operator
+    from sluice.launchers.kubernetes import step_pod
     from sluice.runs import load_dag
 
     platform = platform or current_platform()
@@ -66,9 +65,6 @@ def pod_manifest(dag_id: str, task_id: str, dags_folder: Path, platform: Platfor
         step = task.build_step_run(platform, dag_id, RUN_ID, try_number=1, inputs=_placeholder_inputs(task))
     finally:
         task.step_params = original
-    # The labels the provider derives from the task context (dag/task/run/try), as on a real run.
-    ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=RUN_ID, try_number=1, map_index=-1)
-    context = {"ti": ti, "run_id": RUN_ID, "dag": dag}
-    pod = pod_operator(step, platform).build_pod_request_obj(context, dry_run=True)
+    pod = step_pod(step, platform)  # with the labels the provider derives from the task context, as on a run
     manifest: dict[str, Any] = ApiClient().sanitize_for_serialization(pod)
     return manifest

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk import DAG
 from sluice.contract import step_env
-from sluice.launchers.base import StepFailed, StepRun
+from sluice.launchers.base import FailureKind, LaunchResult, StepRun
 from sluice.launchers.kubernetes import KubernetesLauncher
 from sluice.launchers.kubernetes import labels as launcher_labels
 from sluice.operators import MLStepOperator
@@ -174,25 +174,25 @@ def launch(step_id: str = "train", try_number: int = 1) -> tuple[KubernetesLaunc
 @pytest.mark.parametrize("cluster", ["unschedulable"], indirect=True)
 def test_pod_stuck_pending_fails_with_the_scheduler_reason(cluster: KubeStub) -> None:
     launcher, step, context = launch()
-    with pytest.raises(StepFailed) as failed:
-        launcher.run(step, LOG, context)
-    assert "step pod for train did not start" in str(failed.value)
-    assert "0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in str(failed.value)
+    result = launcher.run(step, LOG, context)
+    assert result.failure is FailureKind.START
+    assert "step pod for train did not start" in result.message
+    assert "0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in result.message
 
 
 @pytest.mark.parametrize("cluster", ["image-pull"], indirect=True)
 def test_image_pull_backoff_fails_fast_naming_the_image(cluster: KubeStub) -> None:
     launcher, step, context = launch()
-    with pytest.raises(StepFailed) as failed:
-        launcher.run(step, LOG, context)
-    assert "ImagePullBackOff" in str(failed.value) and "reg/ml-steps:9.9" in str(failed.value)
+    result = launcher.run(step, LOG, context)
+    assert result.failure is FailureKind.IMAGE_MISSING and result.failure.permanent
+    assert "ImagePullBackOff" in result.message and "reg/ml-steps:9.9" in result.message
 
 
 @pytest.mark.parametrize("cluster", ["failed"], indirect=True)
 def test_failed_pod_is_kept_for_debugging_under_delete_succeeded_pod(cluster: KubeStub) -> None:
     launcher, step, context = launch()
-    with pytest.raises(StepFailed, match="step pod for train failed"):
-        launcher.run(step, LOG, context)
+    result = launcher.run(step, LOG, context)
+    assert result.failure is FailureKind.EXIT and "step pod for train failed" in result.message
     name = cluster.created[0]["metadata"]["name"]
     assert not [p for p in cluster.calls("DELETE") if p.endswith(name)]
     assert cluster.pods[name]["metadata"]["labels"]["already_checked"] == "True"
@@ -218,13 +218,10 @@ def test_a_retry_reattaches_to_the_pod_a_lost_worker_left_instead_of_creating_an
 @pytest.mark.parametrize("cluster", ["running"], indirect=True)
 def test_killing_the_task_deletes_its_pod(cluster: KubeStub) -> None:
     launcher, step, context = launch()
-    errors: list[BaseException] = []
+    results: list[LaunchResult] = []
 
     def run() -> None:
-        try:
-            launcher.run(step, LOG, context)
-        except StepFailed as exc:
-            errors.append(exc)
+        results.append(launcher.run(step, LOG, context))
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
@@ -236,7 +233,8 @@ def test_killing_the_task_deletes_its_pod(cluster: KubeStub) -> None:
     worker.join(timeout=60)
     name = cluster.created[0]["metadata"]["name"]
     assert f"/api/v1/namespaces/ml/pods/{name}" in cluster.calls("DELETE")
-    assert errors and "was deleted because the task was killed" in str(errors[0])
+    assert results and results[0].failure is FailureKind.KILLED
+    assert "was deleted because the task was killed" in results[0].message
 
 
 @pytest.mark.deferrable

@@ -217,7 +217,7 @@ def test_failed_quality_gate_writes_no_metrics(run_step, tmp_path) -> None:
     assert_clean_failure(result, "quality gate failed: accuracy 0.5000 < threshold 0.9000")
 
 
-def test_unknown_step_name_is_refused(run_step) -> None:
+def test_unknown_step_name_is_refused_with_the_usage_exit_code(run_step) -> None:
     result = run_step("teleport")
-    assert result.code == 2
+    assert result.code == 64, "EX_USAGE: the launcher fails the task without retries"
     assert "unknown step 'teleport'" in result.error

@@ -7,7 +7,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from sluice_steps.contract import run_step
+from sluice_steps.contract import EXIT_USAGE, run_step
 
 STEPS = (
     "ingest",
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or args[0] not in STEPS:
         print(f"usage: sluice-step {{{','.join(STEPS)}}}", file=sys.stderr)
         print(f"sluice-step: error: unknown step {' '.join(args)!r}; steps: {', '.join(STEPS)}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     name = args[0]
     started = datetime.now(UTC)  # before the step's imports: they are the step's time, not the launcher's
     module = importlib.import_module(f"sluice_steps.{name}")

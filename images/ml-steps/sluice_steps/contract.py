@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +23,17 @@ import fsspec
 from fsspec.core import url_to_fs
 
 CONTRACT_VERSION = 1
+# The image has no such step, or refused how it was invoked (sysexits' EX_USAGE): the same invocation always fails
+# again, so the launcher fails the task without retries.
+EXIT_USAGE = 64
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: the task was cancelled or timed out, or its pod is being deleted."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class StepError(Exception):
@@ -240,6 +253,10 @@ def run_step(
     before this call (the result's ``started_at``)."""
     started_at = (started or datetime.now(UTC)).isoformat()
     ctx: StepContext | None = None
+    # In a container the step is PID 1, which has no default action for SIGTERM: without a handler the launcher
+    # (or the kubelet) would wait out the grace period and SIGKILL it, leaving its temp files behind.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         ctx = context_from_env(step, environ)
         body(ctx)
@@ -257,6 +274,13 @@ def run_step(
         }
         atomic_write(ctx.result_uri, json.dumps(result, indent=2, default=str).encode())
         return 0
+    except Terminated:
+        if ctx:
+            _discard(ctx)
+        print(
+            f"sluice-step: error: step {step!r} stopped by SIGTERM (cancelled, timed out or evicted)", file=sys.stderr
+        )
+        return 128 + signal.SIGTERM
     except StepError as exc:
         if ctx:
             _discard(ctx)

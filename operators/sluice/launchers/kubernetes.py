@@ -8,7 +8,6 @@ messages a DAG author can act on.
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
@@ -16,7 +15,8 @@ from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_valu
 from kubernetes.client import models as k8s
 
 from sluice.code_identity import CodeIdentity, of_image
-from sluice.launchers.base import StepFailed, StepRun
+from sluice.contract import EXIT_USAGE
+from sluice.launchers.base import FailureKind, LaunchResult, StepFailed, StepLog, StepRun
 from sluice.platform import Platform, Profile
 
 STEP_UID = 10001
@@ -124,13 +124,36 @@ def pod_operator(step: StepRun, platform: Platform) -> Any:
     )
 
 
+def step_pod(step: StepRun, platform: Platform) -> Any:
+    """The pod (a ``V1Pod``) this launcher would submit for one try of the step, built offline: what
+    ``sluice pod-spec`` prints and what the container launcher runs. The provider derives its labels
+    (dag/task/run/try/map index) from the task context; this gives it the same from the step."""
+    from types import SimpleNamespace
+
+    ti = SimpleNamespace(
+        dag_id=step.dag_id,
+        task_id=step.task_id,
+        run_id=step.run_id,
+        try_number=step.try_number,
+        map_index=step.map_index,
+    )
+    context = {"ti": ti, "run_id": step.run_id, "dag": SimpleNamespace(dag_id=step.dag_id)}
+    return pod_operator(step, platform).build_pod_request_obj(context, dry_run=True)
+
+
+def _remote_pod(operator: Any) -> Any:
+    if operator.pod is None:
+        return None
+    try:
+        return operator.pod_manager.read_pod(operator.pod)
+    except Exception:
+        return None
+
+
 def pending_reason(operator: Any) -> str:
     """Why the pod did not start, from its conditions and container states (best effort)."""
-    if operator.pod is None:
-        return ""
-    try:
-        remote = operator.pod_manager.read_pod(operator.pod)
-    except Exception:
+    remote = _remote_pod(operator)
+    if remote is None:
         return ""
     reasons = [
         f"{c.reason}: {c.message}" for c in (remote.status.conditions or []) if c.status == "False" and c.message
@@ -140,6 +163,19 @@ def pending_reason(operator: Any) -> str:
         if waiting and waiting.reason:
             reasons.append(f"{waiting.reason}: {waiting.message or status.image}")
     return "; ".join(reasons)
+
+
+def terminated(operator: Any) -> tuple[int | None, str | None]:
+    """The step container's exit code and reason (``OOMKilled``, ``Error``) once the pod ended (best effort)."""
+    remote = _remote_pod(operator)
+    for status in (remote.status.container_statuses or []) if remote is not None else []:
+        ended = status.state.terminated if status.state else None
+        if ended is not None:
+            return ended.exit_code, ended.reason
+    return None, None
+
+
+IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
@@ -155,13 +191,12 @@ class KubernetesLauncher:
         self.platform = platform
         self._operator: Any = None
         self._killed = False  # on_kill ran: the pod's failure is the kill's doing (our flag, not the provider's)
-        self.peak_memory_bytes: int | None = None  # a pod's peak is the node's metrics, not ours to read
 
     def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
         """The image: its digest, or its tag with the step's explicit cache_version; else no caching."""
         return of_image(step.image, cache_version)
 
-    def run(self, step: StepRun, log: logging.Logger, context: Any | None = None) -> None:
+    def run(self, step: StepRun, log: StepLog, context: Any | None = None) -> LaunchResult:
         if context is None:
             raise StepFailed("the kubernetes launcher runs inside an Airflow task (it needs the task context)")
         self._operator = operator = pod_operator(step, self.platform)
@@ -172,17 +207,19 @@ class KubernetesLauncher:
             operator.namespace or "in-cluster default",
             step.profile_name,
         )
-        self._watch(
+        return self._watch(
             step, lambda: operator.execute_async(context) if operator.deferrable else operator.execute_sync(context)
         )
 
-    def resume(self, step: StepRun, log: logging.Logger, context: Any, event: dict[str, Any]) -> None:
+    def resume(self, step: StepRun, log: StepLog, context: Any, event: dict[str, Any]) -> LaunchResult:
         """Finish a deferred step pod: the trigger reported ``event``; the provider reads logs and cleans up."""
         self._operator = operator = pod_operator(step, self.platform)
         log.info("kubernetes launcher: resuming step pod %s (%s)", event.get("name"), event.get("status"))
-        self._watch(step, lambda: operator.trigger_reentry(context, event))
+        return self._watch(step, lambda: operator.trigger_reentry(context, event))
 
-    def _watch(self, step: StepRun, call: Any) -> None:
+    def _watch(self, step: StepRun, call: Any) -> LaunchResult:
+        """Run the provider's call; its exceptions become a result. A pod's peak memory is the node's metrics,
+        not the launcher's to read, so results carry none."""
         from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import PodLaunchFailedException
         from airflow.providers.cncf.kubernetes.utils.pod_manager import PodLaunchTimeoutException
 
@@ -196,13 +233,22 @@ class KubernetesLauncher:
             )
             if launch is not None:
                 reason = pending_reason(operator)
-                raise StepFailed(
-                    f"step pod for {step.task_id} did not start: {str(launch).splitlines()[0]}"
-                    + (f" ({reason})" if reason else "")
-                ) from None
+                kind = FailureKind.IMAGE_MISSING if any(r in reason for r in IMAGE_REASONS) else FailureKind.START
+                message = f"step pod for {step.task_id} did not start: {str(launch).splitlines()[0]}"
+                return LaunchResult(None, kind, message + (f" ({reason})" if reason else ""))
             if self._killed:
-                raise StepFailed(f"step pod for {step.task_id} was deleted because the task was killed") from None
-            raise StepFailed(f"step pod for {step.task_id} failed: {str(exc).splitlines()[0]}") from None
+                message = f"step pod for {step.task_id} was deleted because the task was killed"
+                return LaunchResult(None, FailureKind.KILLED, message)
+            code, why = terminated(operator)
+            kind = (
+                FailureKind.OUT_OF_MEMORY
+                if why == "OOMKilled"
+                else FailureKind.UNKNOWN_STEP
+                if code == EXIT_USAGE
+                else FailureKind.EXIT
+            )
+            return LaunchResult(code, kind, f"step pod for {step.task_id} failed: {str(exc).splitlines()[0]}")
+        return LaunchResult(0)
 
     def on_kill(self) -> None:
         self._killed = True

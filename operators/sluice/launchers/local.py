@@ -23,7 +23,8 @@ from typing import IO, Any
 import psutil
 
 from sluice.code_identity import CodeIdentity, of_local_command
-from sluice.launchers.base import StepFailed, StepRun
+from sluice.contract import EXIT_USAGE
+from sluice.launchers.base import FailureKind, LaunchResult, StepFailed, StepLog, StepRun
 from sluice.platform import Platform
 from sluice.quantity import parse_quantity  # not the kubernetes client's: it would load the whole client here
 
@@ -61,11 +62,46 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def pump_lines(stream: IO[str] | None, log: StepLog, level: int, tail: deque[str] | None) -> None:
+    """Copy a step's output into the task log line by line, keeping the last non-empty lines in ``tail``."""
+    if stream is None:
+        return
+    for line in stream:
+        line = line.rstrip("\n")
+        log.log(level, "[step] %s", line)
+        if tail is not None and line.strip():
+            tail.append(line)
+
+
+def exit_result(
+    step: StepRun,
+    code: int | None,
+    peak: int | None,
+    failure: FailureKind | None,
+    reason: str,
+    stderr_tail: deque[str],
+    killed: bool,
+) -> LaunchResult:
+    """How a step process (or container) ended, from its exit code and what its watcher saw."""
+    if failure is not None:
+        return LaunchResult(code, failure, reason, peak)
+    if code == 0:
+        return LaunchResult(0, None, "", peak)
+    last = stderr_tail[-1] if stderr_tail else "(no output on stderr)"
+    shown = " ".join(arg if len(arg) <= 80 else f"{arg[:40]}…" for arg in step.command)
+    message = f"step {shown} failed with exit code {code}: {last}"
+    if killed:
+        return LaunchResult(code, FailureKind.KILLED, f"{message} (stopped because the task was killed)", peak)
+    if code == EXIT_USAGE:
+        return LaunchResult(code, FailureKind.UNKNOWN_STEP, message, peak)
+    return LaunchResult(code, FailureKind.EXIT, message, peak)
+
+
 class LocalLauncher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self._proc: subprocess.Popen[str] | None = None
-        self.peak_memory_bytes: int | None = None
+        self._killed = False
 
     def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
         """What the step's command resolves to on this machine, with the PATH the step gets (see
@@ -86,7 +122,7 @@ class LocalLauncher:
         env.update(step.env)
         return env
 
-    def run(self, step: StepRun, log: logging.Logger, context: Any | None = None) -> None:
+    def run(self, step: StepRun, log: StepLog, context: Any | None = None) -> LaunchResult:
         profile = step.profile
         cpus = cpu_count_for(profile.cpu)
         limit = memory_bytes_for(profile.memory)
@@ -123,25 +159,20 @@ class LocalLauncher:
         proc = self._proc
         stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
         readers = [
-            threading.Thread(target=self._pump, args=(proc.stdout, log, logging.INFO, None), daemon=True),
-            threading.Thread(target=self._pump, args=(proc.stderr, log, logging.WARNING, stderr_tail), daemon=True),
+            threading.Thread(target=pump_lines, args=(proc.stdout, log, logging.INFO, None), daemon=True),
+            threading.Thread(target=pump_lines, args=(proc.stderr, log, logging.WARNING, stderr_tail), daemon=True),
         ]
         for reader in readers:
             reader.start()
-        peak, reason = self._watch(proc, limit, profile.timeout_seconds, step.profile_name, profile.memory)
-        self.peak_memory_bytes = peak
+        peak, failure, reason = self._watch(proc, limit, profile.timeout_seconds)
         for reader in readers:
             reader.join(timeout=5)
         log.info("step exited with code %s (peak memory %.1f MiB)", proc.returncode, peak / 2**20)
-        if reason:
-            raise StepFailed(reason)
-        if proc.returncode != 0:
-            message = stderr_tail[-1] if stderr_tail else "(no output on stderr)"
-            raise StepFailed(f"step {' '.join(step.command)} failed with exit code {proc.returncode}: {message}")
+        return exit_result(step, proc.returncode, peak, failure, reason, stderr_tail, self._killed)
 
     def _watch(
-        self, proc: subprocess.Popen[str], limit: int, timeout: int | None, profile_name: str, memory: str
-    ) -> tuple[int, str | None]:
+        self, proc: subprocess.Popen[str], limit: int, timeout: int | None
+    ) -> tuple[int, FailureKind | None, str]:
         watched = psutil.Process(proc.pid)
         started = time.monotonic()
         peak = 0
@@ -153,27 +184,13 @@ class LocalLauncher:
             peak = max(peak, rss)
             if rss > limit:
                 self._kill(proc)
-                return peak, (
-                    f"step exceeded memory limit of profile {profile_name!r} ({memory}): "
-                    f"resident memory reached {rss / 2**20:.0f} MiB; use a profile with more memory "
-                    "(e.g. highmem) or reduce the step's data"
-                )
+                return peak, FailureKind.OUT_OF_MEMORY, f"resident memory reached {rss / 2**20:.0f} MiB"
             if timeout and time.monotonic() - started > timeout:
                 self._kill(proc)
-                return peak, (f"step exceeded the timeout of profile {profile_name!r} ({timeout}s) and was stopped")
+                return peak, FailureKind.TIMEOUT, f"still running after {timeout}s: stopped"
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=POLL_SECONDS)  # returns the moment the step exits: no idle tail
-        return peak, None
-
-    @staticmethod
-    def _pump(stream: IO[str] | None, log: logging.Logger, level: int, tail: deque[str] | None) -> None:
-        if stream is None:
-            return
-        for line in stream:
-            line = line.rstrip("\n")
-            log.log(level, "[step] %s", line)
-            if tail is not None and line.strip():
-                tail.append(line)
+        return peak, None, ""
 
     @staticmethod
     def _kill(proc: subprocess.Popen[str]) -> None:
@@ -183,10 +200,11 @@ class LocalLauncher:
             return
         proc.wait()
 
-    def resume(self, step: StepRun, log: logging.Logger, context: Any, event: dict[str, Any]) -> None:
+    def resume(self, step: StepRun, log: StepLog, context: Any, event: dict[str, Any]) -> LaunchResult:
         raise StepFailed("the local launcher never defers, so it has nothing to resume; check launcher.type")
 
     def on_kill(self) -> None:
+        self._killed = True
         if self._proc and self._proc.poll() is None:
             try:
                 os.killpg(self._proc.pid, signal.SIGTERM)

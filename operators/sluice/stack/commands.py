@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sluice.platform import PlatformError, repo_root, sluice_home
+from sluice.platform import PlatformError, load_platform, repo_root, sluice_home
 from sluice.stack.config import DEFAULT_BROKER_URL, DEFAULT_DB_URL, StackConfig, Tuning
 from sluice.stack.errors import StackError
 from sluice.stack.local import LocalStack, Status
@@ -23,6 +24,29 @@ from sluice.worker.report import NOT_INSTALLED
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 DEFAULT_DAGS = repo_root() / "dags"
 HEALTH_STYLE = {"healthy": "green", "dead": "red"}
+
+
+class LocalLauncherType(StrEnum):
+    """Launchers that run steps on this machine (``kubernetes`` needs a cluster)."""
+
+    local = "local"
+    container = "container"
+
+
+def require_launcher(launcher: LocalLauncherType) -> None:
+    """Refuse, before anything starts, a launcher that cannot run steps here (no engine, images not built)."""
+    if launcher is not LocalLauncherType.container:
+        return
+    from sluice.launchers.container import preflight
+
+    try:
+        problems = preflight(load_platform())
+    except PlatformError as exc:
+        problems = [str(exc)]
+    for problem in problems:
+        console.print(f"[red]{escape(problem)}[/]", soft_wrap=True)
+    if problems:
+        raise typer.Exit(2)
 
 
 def default_home() -> Path:
@@ -54,9 +78,14 @@ def up(
     tuning: Annotated[
         Tuning, typer.Option(help="'sluice' (the chart's measured tuning) or 'stock' (Airflow's own defaults)")
     ] = Tuning.sluice,
+    launcher: Annotated[
+        LocalLauncherType,
+        typer.Option(help="how workers run steps: 'local' processes, or 'container' (each step in its image)"),
+    ] = LocalLauncherType.local,
 ) -> None:
     """Start Airflow (api-server, scheduler, dag-processor, triggerer) and one Celery worker per pool."""
     stack = LocalStack(home or default_home())
+    require_launcher(launcher)
     config = StackConfig(
         db_url=db_url or DEFAULT_DB_URL,
         broker_url=broker_url or DEFAULT_BROKER_URL,
@@ -69,6 +98,7 @@ def up(
         api_port=api_port,
         autoscale=autoscale,
         tuning=tuning,
+        launcher=launcher.value,
     )
     console.print(
         f"[bold]Sluice local stack[/] in {stack.home} · executor [bold]CeleryExecutor[/] "

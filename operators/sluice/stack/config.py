@@ -100,6 +100,7 @@ class StackConfig(BaseModel):
     autoscale: bool = False
     tuning: Tuning = Tuning.sluice
     artifact_root: str | None = None
+    launcher: str = "local"  # how the workers run steps: local processes, or containers (sluice up --launcher)
     airflow_env: dict[str, str] = Field(default_factory=dict)  # extra/overriding AIRFLOW__* settings
 
     def platform(self) -> Platform:
@@ -166,7 +167,7 @@ def airflow_env(config: StackConfig, home: Path, creds: Secrets) -> dict[str, st
             "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
             "AIRFLOW_HOME": str(airflow_home),
             "SLUICE_HOME": str(home),
-            "SLUICE_LAUNCHER": "local",
+            "SLUICE_LAUNCHER": config.launcher,
             "SLUICE_ARTIFACT_ROOT": config.artifact_root or str(home / "artifacts"),
             "SLUICE_DEMO_DATA": str(home / "demo-data"),  # written by `sluice up` for the example DAGs
             "AIRFLOW__CORE__EXECUTOR": EXECUTOR,

@@ -520,6 +520,13 @@ class LocalStack:
             with self.state_file.editing() as state:
                 for proc in procs:
                     state.remove(proc)
+            if kind == "worker":
+                # Their tasks have finished (warm stop); what is left is a step container no task owns any more.
+                from sluice.launchers.container import remove_for_home
+
+                removed = remove_for_home(self.home)
+                if removed:
+                    outcomes.append(("step containers", f"removed {len(removed)}: {', '.join(removed)}"))
         return outcomes
 
     # ---- faults (tests and operators) ------------------------------------------------------------

@@ -12,10 +12,12 @@ SLUICE_WORKER_SETTINGS: dict[str, Any] = {
     "task_acks_late": True,
     "worker_prefetch_multiplier": 1,
     # Imported in the worker's main process before the pool forks: preload at once; the patches (dag cache,
-    # exit wake-up, start heartbeat) at worker_init, each only where sluice.compat finds Airflow as tested.
+    # exit wake-up, start heartbeat) at worker_init, each only where sluice.compat finds Airflow as tested; with
+    # the container launcher, a sweep of step containers dead tasks left.
     "imports": (
         "sluice.worker.preload",
         "sluice.worker.patches",
+        "sluice.worker.step_containers",
     ),
 }
 
