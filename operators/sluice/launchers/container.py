@@ -366,6 +366,90 @@ def image_content_id(engine: Engine, ref: str) -> str | None:
     return f"sha256:{digest}"
 
 
+def give(path: Path, run_as: tuple[int, int] | None) -> None:
+    """Hand a host path to the step's user (as root only: a rootless engine maps this user's files instead)."""
+    if run_as is None or os.geteuid() != 0:
+        return
+    stat = path.stat()
+    if (stat.st_uid, stat.st_gid) != run_as:
+        os.chown(path, *run_as)
+
+
+def run_as_ids(spec: ContainerSpec) -> tuple[int, int] | None:
+    uid, _, gid = (spec.user or "").partition(":")
+    return (int(uid), int(gid or 0)) if uid else None
+
+
+def engine_args(
+    engine: Engine,
+    spec: ContainerSpec,
+    *,
+    scratch: Path,
+    network: bool,
+    mounts: list[tuple[str, str]],
+    host_env: dict[str, str],
+) -> tuple[list[str], dict[str, str]]:
+    """The engine's ``run`` arguments for a container spec, and the environment to start the engine with: the
+    container's env values travel through it, by name, rather than on a command line anyone can read.
+
+    ``scratch`` (a host directory removed with the container) holds the pod's disk-backed emptyDir volumes and
+    the container id file; ``mounts`` are host paths mounted at the same path (``rw`` or ``ro``); ``host_env``
+    is what the pod would take from its Secret (``envFrom``), passed the same way."""
+    run_as = run_as_ids(spec)
+    args = ["--name", spec.name, "--cidfile", str(scratch / "cid"), "--pull", "never", *engine.limit_args]
+    parent = cgroup_parent(engine, spec.name)
+    if parent:
+        args += ["--cgroup-parent", parent]
+    labels = {
+        **spec.labels,
+        "sluice.io/launcher": "container",
+        LABEL_OWNER: owner_label(),
+        LABEL_HOME: str(Path(os.environ.get("SLUICE_HOME", ".")).resolve()),
+        LABEL_SCRATCH: str(scratch),
+    }
+    for key, value in labels.items():
+        args += ["--label", f"{key}={value}"]
+    if spec.entrypoint:
+        args += ["--entrypoint", json.dumps(spec.entrypoint)]
+    if spec.user:
+        args += ["--user", spec.user]
+    if engine.name == "podman" and os.geteuid() != 0 and run_as is not None:
+        # Rootless: this user's files appear as the step's user inside, as a pod's volumes would with fsGroup.
+        args += ["--userns", f"keep-id:uid={run_as[0]},gid={run_as[1]}"]
+    for group in spec.group_add:
+        args += ["--group-add", group]
+    if spec.read_only_root:
+        args += ["--read-only"] + (["--read-only-tmpfs=false"] if engine.name == "podman" else [])
+    args += [arg for cap in spec.cap_drop for arg in ("--cap-drop", cap)]
+    args += [arg for cap in spec.cap_add for arg in ("--cap-add", cap)]
+    if spec.no_new_privileges:
+        args += ["--security-opt", "no-new-privileges"]
+    if spec.seccomp_unconfined:
+        args += ["--security-opt", "seccomp=unconfined"]
+    if spec.memory_bytes is not None:
+        args += ["--memory", str(spec.memory_bytes), "--memory-swap", str(spec.memory_bytes)]
+    if spec.cpus is not None:
+        args += ["--cpus", f"{min(spec.cpus, os.cpu_count() or 1):g}"]
+    args += [arg for device in spec.devices for arg in ("--device", device)]
+    if spec.workdir:
+        args += ["--workdir", spec.workdir]
+    args += ["--network", "host" if network else "none"]
+    for index, (path, tmpfs_size) in enumerate(sorted(spec.writable.items())):
+        if tmpfs_size is not None:
+            args += ["--tmpfs", f"{path}:rw,size={tmpfs_size},mode=1777"]
+            continue
+        volume = scratch / f"volume-{index}"
+        volume.mkdir(mode=0o770)
+        give(volume, run_as)
+        args += ["--volume", f"{volume}:{path}:rw"]
+    for source, mode in mounts:
+        args += ["--volume", f"{source}:{source}:{mode}"]
+    env = {**os.environ, **host_env, **spec.env}
+    args += [arg for name in [*spec.env, *host_env] for arg in ("--env", name)]
+    args += [spec.image, *spec.args]
+    return args, env
+
+
 class ContainerLauncher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -400,8 +484,7 @@ class ContainerLauncher:
         local_root = artifacts.local_path(self.platform.artifacts.root)
         network = local_root is None or step.profile.network
         scratch = Path(tempfile.mkdtemp(prefix=f"sluice-{spec.name}-"))
-        uid, _, gid = (spec.user or "").partition(":")
-        run_as = (int(uid), int(gid or 0)) if uid else None
+        run_as = run_as_ids(spec)
         args, env = self._args(spec, step, scratch, network, run_as, local_root)
         log.info(
             "container launcher: %s %s in %s (profile %s: %s cpu, memory limit %s, network %s, user %s)",
@@ -495,69 +578,22 @@ class ContainerLauncher:
         run_as: tuple[int, int] | None,
         local_root: str | None,
     ) -> tuple[list[str], dict[str, str]]:
-        """The engine's ``run`` arguments and the environment the engine process is started with (the step's env
-        values travel through it, by name, rather than on a command line anyone can read)."""
-        engine = self.engine
-        args = ["--name", spec.name, "--cidfile", str(scratch / "cid"), "--pull", "never", *engine.limit_args]
-        parent = cgroup_parent(engine, spec.name)
-        if parent:
-            args += ["--cgroup-parent", parent]
-        labels = {
-            **spec.labels,
-            "sluice.io/launcher": "container",
-            LABEL_OWNER: owner_label(),
-            LABEL_HOME: str(Path(os.environ.get("SLUICE_HOME", ".")).resolve()),
-            LABEL_SCRATCH: str(scratch),
-        }
-        for key, value in labels.items():
-            args += ["--label", f"{key}={value}"]
-        if spec.entrypoint:
-            args += ["--entrypoint", json.dumps(spec.entrypoint)]
-        if spec.user:
-            args += ["--user", spec.user]
-        if engine.name == "podman" and os.geteuid() != 0 and run_as is not None:
-            # Rootless: this user's files appear as the step's user inside, as a pod's volumes would with fsGroup.
-            args += ["--userns", f"keep-id:uid={run_as[0]},gid={run_as[1]}"]
-        for group in spec.group_add:
-            args += ["--group-add", group]
-        if spec.read_only_root:
-            args += ["--read-only"] + (["--read-only-tmpfs=false"] if engine.name == "podman" else [])
-        args += [arg for cap in spec.cap_drop for arg in ("--cap-drop", cap)]
-        args += [arg for cap in spec.cap_add for arg in ("--cap-add", cap)]
-        if spec.no_new_privileges:
-            args += ["--security-opt", "no-new-privileges"]
-        if spec.seccomp_unconfined:
-            args += ["--security-opt", "seccomp=unconfined"]
-        if spec.memory_bytes is not None:
-            args += ["--memory", str(spec.memory_bytes), "--memory-swap", str(spec.memory_bytes)]
-        if spec.cpus is not None:
-            args += ["--cpus", f"{min(spec.cpus, os.cpu_count() or 1):g}"]
-        args += [arg for device in spec.devices for arg in ("--device", device)]
-        if spec.workdir:
-            args += ["--workdir", spec.workdir]
-        args += ["--network", "host" if network else "none"]
-        for index, (path, tmpfs_size) in enumerate(sorted(spec.writable.items())):
-            if tmpfs_size is not None:
-                args += ["--tmpfs", f"{path}:rw,size={tmpfs_size},mode=1777"]
-                continue
-            volume = scratch / f"volume-{index}"
-            volume.mkdir(mode=0o770)
-            self._give(volume, run_as)
-            args += ["--volume", f"{volume}:{path}:rw"]
+        """The engine's ``run`` arguments for this step, and the environment to start the engine with."""
+        mounts: list[tuple[str, str]] = []
         if local_root is not None:
             Path(local_root).mkdir(parents=True, exist_ok=True)
             self._writable_for_step(step, local_root, run_as)
-            args += ["--volume", f"{local_root}:{local_root}:rw"]
-        for source in read_only_mounts(step, local_root or ""):
-            args += ["--volume", f"{source}:{source}:ro"]
-        env = dict(os.environ)
-        env.update(spec.env)
-        names = list(spec.env)
-        if spec.secret_env or network:
-            names += [name for name in os.environ if name.startswith(PASSED_ENV_PREFIXES)]
-        args += [arg for name in names for arg in ("--env", name)]
-        args += [spec.image, *spec.args]
-        return args, env
+            mounts.append((local_root, "rw"))
+        mounts += [(str(source), "ro") for source in read_only_mounts(step, local_root or "")]
+        passed = [name for name in os.environ if name.startswith(PASSED_ENV_PREFIXES)]
+        return engine_args(
+            self.engine,
+            spec,
+            scratch=scratch,
+            network=network,
+            mounts=mounts,
+            host_env={name: os.environ[name] for name in passed} if spec.secret_env or network else {},
+        )
 
     def _writable_for_step(self, step: StepRun, root: str, run_as: tuple[int, int] | None) -> None:
         """Give the step's user its own prefix and the contract's shared places under the root (``models/``,
@@ -567,21 +603,13 @@ class ContainerLauncher:
             return
         prefix = Path(artifacts.local_path(step.artifact_prefix) or step.artifact_prefix)
         prefix.mkdir(parents=True, exist_ok=True)
-        self._give(prefix, run_as)
+        give(prefix, run_as)
         for shared in ("models", "tables"):
             place = Path(root) / shared
             place.mkdir(exist_ok=True)
             for directory, _, files in os.walk(place):
                 for entry in [Path(directory), *(Path(directory) / name for name in files)]:
-                    self._give(entry, run_as)
-
-    @staticmethod
-    def _give(path: Path, run_as: tuple[int, int] | None) -> None:
-        if run_as is None or os.geteuid() != 0:
-            return
-        stat = path.stat()
-        if (stat.st_uid, stat.st_gid) != run_as:
-            os.chown(path, *run_as)
+                    give(entry, run_as)
 
     def _watch(
         self, proc: subprocess.Popen[str], spec: ContainerSpec, cidfile: Path, parent: str | None
