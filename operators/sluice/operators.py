@@ -141,7 +141,7 @@ class MLStepOperator(BaseOperator):
                     src.get("task_id"),
                     plan.note,
                 )
-                kept = {name: value for name, value in hit.result.items() if name != "resources"}  # not this try's
+                kept = {k: v for k, v in hit.result.items() if k not in ("resources", "launcher")}  # not this try's
                 result = {**kept, "cache": {"hit": True, "key": key, "from_run": src.get("run_id")}}
                 artifacts.write_json_atomic(step.env[ENV_RESULT_URI], result)
                 return self._publish(context, outputs, result)
@@ -209,6 +209,7 @@ class MLStepOperator(BaseOperator):
                 self.log.warning("removed partial artifact %s left by the failed step", partial)
             self.log.error("step failed (%s%s): %s", kind, ", not retried" if kind.permanent else "", message)
             raise (AirflowFailException if kind.permanent else AirflowException)(message) from None
+        result = {**result, "launcher": platform.launcher.type}  # what ran this try: the run summary says it
         peak = launched.peak_memory_bytes
         if peak is not None:
             result = {

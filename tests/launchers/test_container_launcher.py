@@ -34,47 +34,10 @@ from sluice.launchers.kubernetes import step_pod
 from sluice.platform import Platform, current_platform, parse_platform
 from sluice.quantity import parse_quantity
 
-from tests.support.containers import require_image
+from tests.support.containers import INLINE_STEP, require_image
 
 LOG = __import__("logging").getLogger("test.container_launcher")
 STEP_IMAGE = "ml-steps"
-# A step written inline, so it runs in the step image with no file from this checkout: contract v1 by hand.
-INLINE_STEP = textwrap.dedent(
-    """
-    import json, os, signal, socket, sys, time
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # PID 1 in a container: no default action
-    mode = sys.argv[1]
-    outputs = json.loads(os.environ["SLUICE_STEP_OUTPUTS"])
-    params = json.loads(os.environ["SLUICE_STEP_PARAMS"])
-    seen = {"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups())}
-    for name, path in (("root", "/sluice-probe"), ("tmp", "/tmp/sluice-probe")):
-        try:
-            open(path, "w").write("x")
-            seen[name + "_writable"] = True
-        except OSError as exc:
-            seen[name + "_writable"] = False
-            seen[name + "_error"] = exc.strerror
-    if mode == "connect":
-        try:
-            socket.create_connection(("127.0.0.1", int(params["port"])), timeout=3).close()
-            seen["connected"] = True
-        except OSError as exc:
-            seen["connected"], seen["connect_error"] = False, exc.strerror
-    if mode == "read":
-        seen["read"] = open(params["source"]).read()
-    if mode == "hog":
-        blob = bytearray(int(params["bytes"]))
-        for i in range(0, len(blob), 4096):
-            blob[i] = 1
-    if mode == "sleep":
-        print("sleeping", flush=True)
-        time.sleep(float(params.get("seconds", 600)))
-    for path in outputs.values():
-        open(path, "w").write(json.dumps(seen))
-    result = {"contract_version": 1, "outputs": outputs, "metrics": {k: v for k, v in seen.items()}}
-    open(os.environ["SLUICE_RESULT_URI"], "w").write(json.dumps(result))
-    """
-)
 _runs = iter(range(10**6))
 
 
