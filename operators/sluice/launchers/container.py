@@ -525,6 +525,7 @@ class ContainerLauncher:
             self._proc = proc = subprocess.Popen(
                 engine.command("run", *args),
                 env=env,
+                cwd=scratch,  # podman 4.3 + runc leaves an `oom` file in its working directory after an OOM kill
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,

@@ -82,7 +82,9 @@ def stack_dags(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.contextmanager
-def started_stack(pg_server, dags: Path, home: Path, autoscale: bool, probes: tuple[str, ...]) -> Iterator[Running]:
+def started_stack(
+    pg_server, dags: Path, home: Path, autoscale: bool, probes: tuple[str, ...], launcher: str = "local"
+) -> Iterator[Running]:
     """A stack on its own database and a throwaway Redis, with ``probes`` parsed and unpaused; stopped after."""
     with fresh_database(pg_server, "sluice_stack") as db_url:
         stack = LocalStack(home)
@@ -94,6 +96,7 @@ def started_stack(pg_server, dags: Path, home: Path, autoscale: bool, probes: tu
             api_port=free_port(),
             autoscale=autoscale,
             airflow_env=TEST_RECOVERY,
+            launcher=launcher,
         )
         started = time.monotonic()
         try:

@@ -96,3 +96,37 @@ with DAG("probe_four", schedule=None, start_date=START, catchup=False):
             time.sleep(1)
 
         short()
+
+
+# A step that sleeps in a container of the step image (the container-launcher stack runs it; contract v1 by hand,
+# so no file of this checkout is needed inside). It records each try's start and end beside its outputs.
+SLEEPING_STEP = """
+import json, os, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+params = json.loads(os.environ["SLUICE_STEP_PARAMS"])
+outputs = json.loads(os.environ["SLUICE_STEP_OUTPUTS"])
+started = time.time()
+time.sleep(float(params["seconds"]))
+open(outputs["slept"], "w").write(json.dumps({"started": started, "ended": time.time()}))
+result = {"contract_version": 1, "outputs": outputs, "metrics": {"started": started, "ended": time.time()}}
+open(os.environ["SLUICE_RESULT_URI"], "w").write(json.dumps(result))
+"""
+
+with DAG(
+    "probe_container",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"seconds": Param(20, type="number")},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=1)},
+):
+    from sluice.operators import MLStepOperator
+
+    MLStepOperator(
+        task_id="nap",
+        image="ml-steps",
+        command=["python3", "-c", SLEEPING_STEP],
+        step_params={"seconds": "{{ params.seconds }}"},
+        outputs={"slept": "slept.json"},
+        cache=False,
+    )
