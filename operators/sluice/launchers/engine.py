@@ -100,5 +100,7 @@ def find_engine(wanted: str | None = None) -> Engine:
         if _docker_answers(path):
             return Engine("docker", path, (), _limits())
     if wanted:
-        raise EngineMissing(f"container engine {wanted!r} (from ${ENV_ENGINE} or the caller) is not usable here")
+        raise EngineMissing(
+            f"container engine {wanted!r} (from ${ENV_ENGINE} or the caller) is not usable here: {INSTALL_HINT}"
+        )
     raise EngineMissing(f"no container engine found (podman, or docker with a running daemon): {INSTALL_HINT}")
