@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup demo test test-fast test-kind chart-smoke bench bench-scale lint lock clean
+.PHONY: setup demo test test-fast test-kind chart-smoke images bench bench-scale lint lock clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,10 @@ $(STAMP): pyproject.toml images/ml-steps/pyproject.toml requirements/lock.txt re
 demo: setup
 	$(BIN)/sluice demo
 
+# The images first where an engine is (or can be installed: root + apt), so the container tests find them; where
+# none is, one line says so and those tests skip (or fail, under SLUICE_REQUIRE_CONTAINERS=1: for CI).
 test: setup
+	$(BIN)/python tools/images.py build --if-possible
 	$(BIN)/pytest
 
 # Fast feedback (README, Tests): no stacks, no chart runtime, no full demos or pipeline runs, no real workers.
@@ -35,13 +38,21 @@ test-fast: setup
 chart-smoke: setup
 	$(BIN)/pytest tests/chart_runtime
 
+# Both images (images/ml-steps, images/airflow) under the chart's refs, with podman (docker where its daemon answers;
+# podman + runc + debootstrap installed from apt when none is and we are root). On the official bases where they
+# can be pulled, else on a Debian trixie base made here once (docs/containers.md). 2-core machine: cold (empty image
+# store, base made) 2 min 27 s; warm, nothing changed 3 s; after a one-line edit to a step 9 s, under operators/ 5 s.
+images: setup
+	$(BIN)/python tools/images.py build
+
 # The kind suite: needs kind and docker/podman (skips with the reason where they are missing).
 test-kind: setup
 	$(BIN)/pytest tests/kind -m kind -rs
 
 # Benchmarks that print figures (never timed assertions in tests); JSON lands in bench/results/.
 bench: setup
-	$(BIN)/python bench/launch_overhead.py --json bench/results/launch_overhead.json
+	$(BIN)/python bench/launch_overhead.py --json bench/results/launch_overhead.json  # + a container column
+	$(BIN)/python bench/demo_launchers.py --json bench/results/demo_launchers.json  # needs `make images`
 	$(BIN)/python bench/scaling_query.py  # 500 k rows + a simulated day; --rows 5000000 for the 5 M figure
 	$(BIN)/python bench/throughput.py --tasks 200 1000 --json bench/results/throughput.json --plots docs/img
 	$(BIN)/python bench/pipeline_e2e.py --json bench/results/pipeline_e2e.json
@@ -61,11 +72,12 @@ lint: setup
 	cd images/ml-steps && ../../$(BIN)/deptry .
 
 # Re-pin every dependency (run after editing either pyproject.toml): the dev/platform lock and the
-# step image's hashed lock. requirements/overrides.txt says why it exists.
+# step image's hashed lock, for its base's Python (3.13) and with the platform lock as a constraint, so that
+# shared pins agree. requirements/overrides.txt says why it exists.
 lock: setup
 	$(BIN)/uv pip compile pyproject.toml images/ml-steps/pyproject.toml --extra dev --universal \
 		--python-version 3.11 --override requirements/overrides.txt -o requirements/lock.txt
-	$(BIN)/uv pip compile images/ml-steps/pyproject.toml --python-version 3.12 \
+	$(BIN)/uv pip compile images/ml-steps/pyproject.toml --python-version 3.13 -c requirements/lock.txt \
 		--python-platform x86_64-manylinux_2_28 --generate-hashes -o images/ml-steps/requirements.lock
 
 clean:

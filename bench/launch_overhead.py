@@ -1,6 +1,8 @@
-"""Step launch overhead: the local launcher vs a bare subprocess running the same no-op step.
+"""Step launch overhead: the local launcher vs a bare subprocess running the same no-op step, and (where an
+engine and the step image are here) the container launcher vs a bare `podman run` of it in the step image.
 
-Interleaved runs in one process (this machine is noisy), medians and the ratio printed. Target ≤ 1.5×.
+Interleaved runs in one process (this machine is noisy), medians printed. Targets: local launcher ≤ 1.5× a bare
+subprocess; the container launcher adds ≤ 0.5 s per step over the local launcher (warm image).
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from pathlib import Path
 
 from sluice.contract import step_env
 from sluice.launchers.base import StepRun
+from sluice.launchers.container import ContainerLauncher, preflight
+from sluice.launchers.engine import find_engine
 from sluice.launchers.local import LocalLauncher
 from sluice.platform import load_platform
 
-NOOP = [sys.executable, str(Path(__file__).with_name("noop_step.py"))]
+NOOP_FILE = Path(__file__).with_name("noop_step.py")
+NOOP = [sys.executable, str(NOOP_FILE)]
 
 
 def main() -> None:
@@ -36,10 +41,20 @@ def main() -> None:
     log.addHandler(logging.NullHandler())
     log.propagate = False
     bare, launcher = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        env = step_env({}, {}, {}, tmp)
+    containers = not preflight(platform)
+    image = platform.image_ref("ml-steps")
+    raw, contained = [], []
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as boxed:
+        os.chmod(boxed, 0o777)  # the container's user writes its result here
+        os.environ["SLUICE_ARTIFACT_ROOT"] = boxed  # the container launcher mounts the store: this is it
+        platform = load_platform()
+        env, boxed_env = step_env({}, {}, {}, tmp), step_env({}, {}, {}, boxed)
         full_env = {**os.environ, **env}
         step = StepRun("bench", "noop", "r", 1, -1, "noop", NOOP, env, "default", profile, tmp)
+        inline = ["python3", "-c", NOOP_FILE.read_text()]
+        in_image = StepRun("bench", "noop", "r", 1, -1, image, inline, boxed_env, "default", profile, boxed)
+        if containers:
+            ContainerLauncher(platform).run(in_image, log)  # warm: the pod machinery imported, the image cached
         for _ in range(args.runs):
             started = time.perf_counter()
             subprocess.run(NOOP, env=full_env, check=True)
@@ -47,17 +62,47 @@ def main() -> None:
             started = time.perf_counter()
             LocalLauncher(platform).run(step, log)
             launcher.append(time.perf_counter() - started)
+            if not containers:
+                continue
+            engine = find_engine()
+            started = time.perf_counter()
+            volume = ["--volume", f"{boxed}:{boxed}", *(a for k in boxed_env for a in ("--env", k))]
+            flags = ["--rm", *engine.limit_args, "--network", "none", "--entrypoint", '["python3"]', *volume]
+            engine_env = {**os.environ, **boxed_env}
+            subprocess.run(engine.command("run", *flags, image, *inline[1:]), env=engine_env, check=True)
+            raw.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            outcome = ContainerLauncher(platform).run(in_image, log)
+            assert outcome.succeeded, outcome
+            contained.append(time.perf_counter() - started)
+    median_ms = lambda values: round(statistics.median(values) * 1000, 1) if values else None  # noqa: E731
     figures = {
         "runs": args.runs,
-        "bare_subprocess_median_ms": round(statistics.median(bare) * 1000, 1),
-        "local_launcher_median_ms": round(statistics.median(launcher) * 1000, 1),
+        "bare_subprocess_median_ms": median_ms(bare),
+        "local_launcher_median_ms": median_ms(launcher),
         "ratio": round(statistics.median(launcher) / statistics.median(bare), 2),
         "target_ratio": 1.5,
+        "bare_engine_run_median_ms": median_ms(raw),
+        "container_launcher_median_ms": median_ms(contained),
+        "container_added_over_local_ms": round(median_ms(contained) - median_ms(launcher), 1) if contained else None,
+        "target_container_added_ms": 500,
     }
-    print(f"{'':24}{'median ms':>10}")
-    print(f"{'bare subprocess':24}{figures['bare_subprocess_median_ms']:>10}")
-    print(f"{'local launcher':24}{figures['local_launcher_median_ms']:>10}")
-    print(f"ratio {figures['ratio']}× (target ≤ {figures['target_ratio']}×)")
+    print(f"{'':28}{'median ms':>10}")
+    for label, key in (
+        ("bare subprocess", "bare_subprocess_median_ms"),
+        ("local launcher", "local_launcher_median_ms"),
+        (f"bare `{find_engine().name if containers else 'engine'} run --rm`", "bare_engine_run_median_ms"),
+        ("container launcher", "container_launcher_median_ms"),
+    ):
+        print(f"{label:28}{figures[key] if figures[key] is not None else 'n/a':>10}")
+    print(f"local launcher / bare subprocess: {figures['ratio']}× (target ≤ {figures['target_ratio']}×)")
+    if containers:
+        print(
+            f"container launcher adds {figures['container_added_over_local_ms']} ms per step over the local launcher "
+            f"(target ≤ {figures['target_container_added_ms']} ms)"
+        )
+    else:
+        print(f"container column skipped: {'; '.join(preflight(platform))}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

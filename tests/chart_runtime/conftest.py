@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,13 +33,22 @@ def installed(
         yield cluster
 
 
+@pytest.fixture
+def prove(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """Record what the test proved, for the table ``make chart-smoke`` prints."""
+    return lambda text: record_property("proven", text)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The table `make chart-smoke` prints: each test and what it proved (its ``proven`` property)."""
     reports = [r for key in ("passed", "failed", "error") for r in terminalreporter.stats.get(key, [])]
     rows = [r for r in reports if r.when == "call" and "chart_runtime" in r.nodeid]
     if not rows:
         return
-    terminalreporter.section("the chart, run: helm template → local processes, only the kubelet replaced")
+    terminalreporter.section(
+        "the chart, run: helm template → local processes (step pods: the step image, through the container engine), "
+        "only the kubelet replaced"
+    )
     width = max(len(r.nodeid.split("::")[-1]) for r in rows)
     for report in rows:
         proven = dict(report.user_properties).get("proven", "")

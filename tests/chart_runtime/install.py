@@ -4,6 +4,11 @@ Only the kubelet is replaced (``tests.chart_runtime.kubelet``), and the Kubernet
 and the kubernetes launcher talk to is a stand-in (``tests.chart_runtime.kube_api``: none can run here) whose
 pods the same kubelet runs. The object store is moto's S3 server (no MinIO here). Everything else is what the
 chart renders, run as is, against real PostgreSQL and Redis.
+
+Platform pods (the Airflow components, KubernetesExecutor task pods) run as processes. Step pods (the step
+image's, created by the kubernetes launcher) run in the built step image through the container engine, with
+their securityContext and limits, wherever ``make images`` built it; elsewhere as processes, and the install
+says why (the tests that need containers then skip, or fail under SLUICE_REQUIRE_CONTAINERS=1).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
+from sluice.launchers.engine import Engine, EngineMissing, find_engine
+from sluice.platform import Platform, parse_platform
 
 from tests.chart.render import render_chart
 from tests.chart_runtime.kube_api import KubeApi
@@ -47,6 +56,8 @@ class Installed:
     values: dict[str, Any]
     converged_seconds: float
     pods: list[Pod] = field(default_factory=list)
+    step_engine: Engine | None = None  # what runs step pods in the step image; None: processes
+    steps_in: str = ""  # where step pods run, in words (and why not in containers)
 
     def rendered(self, kind: str, name: str) -> dict[str, Any]:
         found = self.objects.find(kind, name)
@@ -62,6 +73,11 @@ class Installed:
         data = self.objects.data("Secret", name)
         assert data is not None and key in data, f"Secret {name} has no key {key}"
         return data[key]
+
+    @property
+    def platform(self) -> Platform:
+        """The platform config the render gives every component (its platform.yaml ConfigMap)."""
+        return platform_of(self.docs)
 
     @property
     def api_url(self) -> str:
@@ -99,6 +115,23 @@ def images(tmp: Path) -> dict[str, Image]:
     }
 
 
+def platform_of(docs: list[dict[str, Any]]) -> Platform:
+    found = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == f"{RELEASE}-platform"]
+    assert len(found) == 1, f"the render has {len(found)} ConfigMaps {RELEASE}-platform"
+    return parse_platform(yaml.safe_load(found[0]["data"]["platform.yaml"]), Path("platform.yaml"))
+
+
+def step_engine(step_image: str) -> tuple[Engine | None, str]:
+    """The engine that runs step pods in ``step_image`` where it is built here (else None), and where they run."""
+    try:
+        engine = find_engine()
+    except EngineMissing as exc:
+        return None, f"as processes: {exc}"
+    if not engine.image_exists(step_image):
+        return None, f"as processes: image {step_image} is not built here (make images)"
+    return engine, f"in {step_image} ({engine.image_id(step_image)}) through {engine.name}"
+
+
 def user_secret(name: str, data: dict[str, str]) -> dict[str, Any]:
     """A Secret the user creates before installing (``kubectl create secret generic``)."""
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
@@ -110,7 +143,7 @@ def pod_status(pod: Pod) -> dict[str, Any]:
     statuses = []
     for run in pod.containers:
         if run.exit_code is not None:
-            reason = "Completed" if run.exit_code == 0 else "Error"
+            reason = run.reason or ("Completed" if run.exit_code == 0 else "Error")
             state: dict[str, Any] = {"terminated": {"exitCode": run.exit_code, "reason": reason}}
         elif run.proc is not None:
             state = {"running": {"startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
@@ -192,13 +225,16 @@ def install(pg_server: dict[str, object], redis_url: str, s3_endpoint: str, tmp:
         }
         docs = render_chart(values, name=RELEASE, namespace=NAMESPACE)
         objects.docs.extend(docs)
+        engine, steps_in = step_engine(platform_of(docs).image_ref("ml-steps"))
+        image_models[STEPS_REPO].engine = engine
+        print(f"\nchart runtime: step pods run {steps_in}")
         started = time.monotonic()
         pods = kubelet.apply(docs)
         try:
             _wait_converged(kubelet, pods, started)
             converged = time.monotonic() - started
             print(f"\nchart runtime: every Job complete and every pod ready in {converged:.0f} s")
-            yield Installed(docs, objects, kubelet, api, db_url, s3_endpoint, values, converged, pods)
+            yield Installed(docs, objects, kubelet, api, db_url, s3_endpoint, values, converged, pods, engine, steps_in)
         finally:
             kubelet.stop_all(grace=30)
             api.shutdown()

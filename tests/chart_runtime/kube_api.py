@@ -2,9 +2,10 @@
 
 The chart's KubernetesExecutor (tasks on the kubernetes queue) and the kubernetes launcher (ML steps as pods)
 create, watch, read, label and delete pods through the cncf.kubernetes provider. This server keeps those
-pods and hands each new one to the test's kubelet (``tests.chart_runtime.kubelet``), which runs it as local
-processes and reports its phase back; watchers get ADDED/MODIFIED/DELETED events as a real API server sends
-them. Discovery, the version and an empty event list are answered too; anything else is a 404 naming the path.
+pods and hands each new one to the test's kubelet (``tests.chart_runtime.kubelet``), which runs it (as local
+processes; a step pod in the built step image, through the container engine) and reports its phase back;
+watchers get ADDED/MODIFIED/DELETED events as a real API server sends them. Discovery, the version and an
+empty event list are answered too; anything else is a 404 naming the path.
 """
 
 from __future__ import annotations

@@ -14,11 +14,22 @@ declared ``containerPort`` gets a free host port, and the rendered args/env that
 ``<service>.<namespace>.svc`` address, are rewritten to it. Containers run as the current user.
 Images are modelled (``Image``): the platform image is this virtualenv with the official Airflow image's
 environment, entrypoint dispatch and the DAGs baked at /opt/airflow/dags.
+
+An image built on this machine can be run for real instead (``Image.engine``: the step image, whose pods the
+kubernetes launcher creates): such a pod runs in that image through the container engine, translated by the
+container launcher's own ``container_spec``/``engine_args`` (so harness and launcher cannot drift): its user and
+groups, read-only root with its emptyDir volumes as the only writable places, capabilities, no-new-privileges,
+seccomp, memory and CPU limits, labels; the host's network (the artifact store is moto's S3 on localhost) and
+its ``envFrom`` Secret. Its output lands in the same per-container log file; its status says ``OOMKilled`` when
+the kernel killed it at its memory limit; the container is removed when the pod ends (and at ``stop_all``).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
+import json
 import os
 import re
 import shutil
@@ -34,8 +45,20 @@ from typing import Any
 
 import httpx
 import yaml
+from sluice.launchers.base import StepFailed
+from sluice.launchers.container import (
+    ContainerSpec,
+    cgroup_parent,
+    container_spec,
+    engine_args,
+    high_water,
+    out_of_memory,
+    remove_cgroups,
+)
+from sluice.launchers.engine import Engine
 
 Doc = dict[str, Any]
+HARNESS_LABEL = "sluice.io/harness"  # on every container a Kubelet starts: what stop_all removes, whatever happened
 
 
 class PodError(RuntimeError):
@@ -52,6 +75,9 @@ class Image:
     workdir: str = "/"
     # ENV that names this machine's paths (the virtualenv's bin on PATH): never mapped into a pod's root.
     host_env: dict[str, str] = field(default_factory=dict)
+    # Built on this machine: its pods run in it through this engine, as the container launcher runs a step pod
+    # (the fields above then go unused). None: its pods run as processes, modelled as above.
+    engine: Engine | None = None
 
 
 def official_airflow_entrypoint(args: list[str]) -> list[str]:
@@ -161,6 +187,27 @@ class ContainerRun:
     proc: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
     seconds: float | None = None
+    reason: str = ""  # why it terminated, where that is more than its exit code says (OOMKilled)
+    in_engine: InEngine | None = None  # run in its built image through the engine, not as a process
+
+
+@dataclass
+class InEngine:
+    """A pod's container run through the container engine: ``argv`` is the engine's ``run``."""
+
+    engine: Engine
+    spec: ContainerSpec  # the pod as the container launcher translates it
+    scratch: Path  # host directory behind its emptyDir volumes, and its cid file
+    # What the engine ran, read once it ended (before it is removed): the container, its image's id and name.
+    container_id: str | None = None
+    image_id: str | None = None
+    image: str | None = None
+    removed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 @dataclass
@@ -177,6 +224,8 @@ class Pod:
     reason: str = ""
     started: float = field(default_factory=time.monotonic)
     finished: threading.Event = field(default_factory=threading.Event)
+    deleted: bool = False  # stop() was called: no container of it starts after that
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def container(self, name: str) -> ContainerRun:
         return next(c for c in [*self.init, *self.containers] if c.name == name)
@@ -185,7 +234,9 @@ class Pod:
         lines = [f"pod {self.name} ({self.workload}): {self.phase} {self.reason}".rstrip()]
         for run in [*self.init, *self.containers]:
             tail = run.log.read_text(errors="replace")[-3000:] if run.log.exists() else ""
-            lines.append(f"--- {run.name} exit={run.exit_code} argv={run.argv[:6]}\n{tail}")
+            box = run.in_engine
+            shown = f"in {box.engine.name}: {box.spec.image} {box.spec.entrypoint + box.spec.args}" if box else ""
+            lines.append(f"--- {run.name} exit={run.exit_code} {run.reason} {shown or run.argv[:6]}\n{tail}")
         return "\n".join(lines)
 
 
@@ -208,6 +259,7 @@ class Kubelet:
         self.pods: dict[str, Pod] = {}
         self.on_status: Callable[[Pod], None] = lambda pod: None
         self.lock = threading.Lock()
+        self.id = uuid.uuid4().hex[:12]  # the HARNESS_LABEL value of this kubelet's containers
 
     # ---- public ------------------------------------------------------------------------------------
     def apply(self, docs: list[Doc]) -> list[Pod]:
@@ -262,9 +314,13 @@ class Kubelet:
         pod = self.pods.get(name)
         if pod is None:
             return
+        with pod.lock:
+            pod.deleted = True
         for run in [*pod.containers, *pod.init]:
             _terminate(run, grace)
         pod.finished.wait(timeout=grace + 5)
+        for run in [*pod.containers, *pod.init]:
+            _remove(run)  # nothing of a deleted pod stays in the engine, even if it did not end in time
 
     def stop_all(self, grace: float = 30.0) -> None:
         threads = [threading.Thread(target=self.stop, args=(name, grace)) for name in list(self.pods)]
@@ -272,6 +328,15 @@ class Kubelet:
             thread.start()
         for thread in threads:
             thread.join()
+        for engine in {image.engine for image in self.images.values() if image.engine is not None}:
+            for name in self.containers(engine):  # whatever escaped the above (a pod still being set up...)
+                engine.run("rm", "-f", "-t", "0", name, timeout=120)
+                remove_cgroups(cgroup_parent(engine, name))
+
+    def containers(self, engine: Engine) -> list[str]:
+        """The engine's containers this kubelet started that still exist (running or not)."""
+        done = engine.run("ps", "-a", "--format", "{{.Names}}", "--filter", f"label={HARNESS_LABEL}={self.id}")
+        return done.stdout.split()
 
     def probe(self, pod: Pod, container: str, kind: str) -> tuple[bool, str]:
         """Run one of a container's rendered probes (``livenessProbe``, ``readinessProbe``, ``startupProbe``)."""
@@ -312,6 +377,8 @@ class Kubelet:
         try:
             self._prepare(pod)
         except PodError as exc:
+            for run in pod.containers:
+                _remove(run)
             pod.phase, pod.reason = "Failed", str(exc)
             pod.finished.set()
             self.on_status(pod)
@@ -321,6 +388,11 @@ class Kubelet:
 
     def _prepare(self, pod: Pod) -> None:
         """Volumes, env and argv of every container, as the kubelet resolves them before starting any."""
+        specs = [*pod.spec.get("initContainers", []), *pod.spec["containers"]]
+        engine = next((e for e in (self._image(c["image"]).engine for c in specs) if e is not None), None)
+        if engine is not None:
+            self._in_engine(pod, engine)
+            return
         volumes = self._volumes(pod)
         pod.init = [self._container(pod, c, volumes) for c in pod.spec.get("initContainers", [])]
         pod.containers = [self._container(pod, c, volumes) for c in pod.spec["containers"]]
@@ -351,7 +423,8 @@ class Kubelet:
     def _run(self, pod: Pod) -> None:
         restart = pod.spec.get("restartPolicy", "Always")
         for run in pod.init:
-            _launch(run)
+            if not _launch_unless_deleted(pod, run):
+                return self._deleted_before_start(pod)
             _wait(run)
             if run.exit_code != 0:
                 pod.phase, pod.reason = "Failed", f"Init:Error ({run.name} exited {run.exit_code})"
@@ -359,7 +432,8 @@ class Kubelet:
                 self.on_status(pod)
                 return
         for run in pod.containers:
-            _launch(run)
+            if not _launch_unless_deleted(pod, run):
+                return self._deleted_before_start(pod)
         pod.phase = "Running"
         self.on_status(pod)
         for run in pod.containers:
@@ -370,6 +444,47 @@ class Kubelet:
         pod.phase = "Failed" if failed or restart == "Always" else "Succeeded"
         pod.finished.set()
         self.on_status(pod)
+
+    def _deleted_before_start(self, pod: Pod) -> None:
+        for run in [*pod.containers, *pod.init]:
+            _remove(run)
+        pod.phase, pod.reason = "Failed", "deleted before all its containers started"
+        pod.finished.set()
+        self.on_status(pod)
+
+    def _in_engine(self, pod: Pod, engine: Engine) -> None:
+        """The pod's one container, to run in its image through the engine as the container launcher runs a step
+        pod: the launcher's ``container_spec`` reads the pod (refusing what it cannot honour) and ``engine_args``
+        makes the engine's arguments. The kubelet's part stays the kubelet's: ``$(VAR)`` expansion, Service
+        addresses routed (the pod shares the host's network), the ``envFrom`` Secret resolved."""
+        if len(pod.spec["containers"]) != 1 or pod.spec.get("initContainers"):
+            raise PodError(f"pod {pod.name}: the harness runs pods of built images with one container, no init")
+        main = copy.deepcopy(pod.spec["containers"][0])
+        host_env = self._env_from(main)
+        known = dict(host_env)
+        for entry in main.get("env", []):
+            if "value" in entry:
+                entry["value"] = self.network.rewrite_services(_expand(str(entry["value"]), known))
+                known[entry["name"]] = entry["value"]
+        for key in ("command", "args"):
+            if key in main:
+                main[key] = [self.network.rewrite_services(_expand(str(a), known)) for a in main[key]]
+        labels = {**pod.labels, HARNESS_LABEL: self.id}
+        manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod.name, "labels": labels}}
+        try:
+            spec = container_spec(_v1_pod({**manifest, "spec": {**pod.spec, "containers": [main]}}))
+        except StepFailed as exc:
+            raise PodError(f"pod {pod.name}: the container launcher's translation refuses it: {exc}") from None
+        scratch = pod.root / f"scratch-{main['name']}"
+        scratch.mkdir(parents=True)
+        args, env = engine_args(engine, spec, scratch=scratch, network=True, mounts=[], host_env=host_env)
+        log = pod.root / f"{main['name']}.log"
+        box = InEngine(engine, spec, scratch)
+        run = ContainerRun(main["name"], engine.command("run", *args), env, pod.root, log, main, {}, pod.root, [])
+        run.in_engine = box
+        pod.containers = [run]
+        if not engine.image_exists(spec.image):  # the harness never pulls (the container's status says why it waits)
+            raise PodError(f"ErrImageNeverPull: image {spec.image} is not built on this machine (make images)")
 
     def _image(self, ref: str) -> Image:
         repository = ref.rsplit(":", 1)[0]
@@ -445,17 +560,7 @@ class Kubelet:
         return ContainerRun(spec["name"], argv, env, cwd, log, spec, ports, root, paths)
 
     def _env(self, pod: Pod, spec: Doc, image: Image) -> dict[str, str]:
-        env: dict[str, str] = dict(image.env)
-        for source in spec.get("envFrom", []):
-            kind, ref = (
-                ("Secret", source["secretRef"]) if "secretRef" in source else ("ConfigMap", source["configMapRef"])
-            )
-            data = self.objects.data(kind, ref["name"])
-            if data is None:
-                if ref.get("optional"):
-                    continue
-                raise PodError(f'CreateContainerConfigError: {kind.lower()} "{ref["name"]}" not found')
-            env.update({source.get("prefix", "") + k: v for k, v in data.items()})
+        env: dict[str, str] = dict(image.env) | self._env_from(spec)
         for entry in spec.get("env", []):
             if "value" in entry or "valueFrom" not in entry:
                 env[entry["name"]] = _expand(str(entry.get("value", "")), env)
@@ -484,6 +589,21 @@ class Kubelet:
                 env[entry["name"]] = data[ref["key"]]
             else:
                 raise PodError(f"env {entry['name']}: valueFrom {sorted(source)} is not supported by the harness")
+        return env
+
+    def _env_from(self, spec: Doc) -> dict[str, str]:
+        """A container's ``envFrom``: every key of the Secrets and ConfigMaps it names, prefixed."""
+        env: dict[str, str] = {}
+        for source in spec.get("envFrom", []):
+            kind, ref = (
+                ("Secret", source["secretRef"]) if "secretRef" in source else ("ConfigMap", source["configMapRef"])
+            )
+            data = self.objects.data(kind, ref["name"])
+            if data is None:
+                if ref.get("optional"):
+                    continue
+                raise PodError(f'CreateContainerConfigError: {kind.lower()} "{ref["name"]}" not found')
+            env.update({source.get("prefix", "") + k: v for k, v in data.items()})
         return env
 
     def _field(self, pod: Pod, path: str) -> str:
@@ -541,16 +661,66 @@ def _launch(run: ContainerRun) -> None:
     run.seconds = time.monotonic()
 
 
+def _launch_unless_deleted(pod: Pod, run: ContainerRun) -> bool:
+    with pod.lock:
+        if pod.deleted:
+            return False
+        _launch(run)
+        return True
+
+
 def _wait(run: ContainerRun) -> None:
     assert run.proc is not None
-    run.exit_code = run.proc.wait()
+    code = run.proc.wait()
+    box = run.in_engine
+    if box is not None:
+        # As the container launcher tells an out-of-memory kill: the engine says so, or (podman on cgroup v1) it
+        # died of SIGKILL with its cgroup parent's high-water mark near the limit. Then it is removed.
+        parent = cgroup_parent(box.engine, box.name)
+        if out_of_memory(box.engine, box.spec, code, [high_water(parent)]):
+            run.reason = "OOMKilled"
+        ran = box.engine.run("inspect", "--format", "{{.Id}} {{.Image}} {{.ImageName}}", box.name).stdout.split()
+        if len(ran) == 3:
+            box.container_id, box.image_id, box.image = ran
+        _remove(run)
     run.seconds = time.monotonic() - (run.seconds or time.monotonic())
+    run.exit_code = code
+
+
+def _remove(run: ContainerRun) -> None:
+    """Remove an engine-run container, its cgroup parent and its scratch directory (once; a no-op for processes)."""
+    box = run.in_engine
+    if box is None:
+        return
+    with box.lock:
+        if box.removed:
+            return
+        box.removed = True
+        box.engine.run("rm", "-f", "-t", "0", box.name, timeout=120)
+        remove_cgroups(cgroup_parent(box.engine, box.name))
+        shutil.rmtree(box.scratch, ignore_errors=True)
+
+
+def _v1_pod(manifest: Doc) -> Any:
+    """A manifest as the kubernetes client's ``V1Pod`` (what ``container_spec`` reads)."""
+    from kubernetes.client import ApiClient
+
+    class Response:
+        data = json.dumps(manifest)
+
+    return ApiClient().deserialize(Response(), "V1Pod")
 
 
 def _terminate(run: ContainerRun, grace: float) -> None:
-    """SIGTERM to the container's process group, SIGKILL after the grace period (as the kubelet does)."""
+    """SIGTERM to the container's process group, SIGKILL after the grace period (as the kubelet does); an
+    engine-run container is stopped by its engine the same way."""
     proc = run.proc
     if proc is None or proc.poll() is not None:
+        return
+    if run.in_engine is not None:
+        run.in_engine.engine.run("stop", "-t", str(round(grace)), run.in_engine.name, timeout=grace + 60)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -6,27 +6,22 @@ deploy/values-prod.yaml), moto's S3 as the artifact store, no statsd exporter, a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psycopg2
 import pytest
+from sluice.quantity import parse_quantity
 from sluice.stack.api import AirflowApi
 
 from tests.chart_runtime.install import RELEASE, Installed
 from tests.chart_runtime.keda import Sampler, triggers
+from tests.support.containers import STEP_IMAGE, require_image
 
 pytestmark = pytest.mark.integration
 CORE = ("api-server", "scheduler", "dag-processor", "triggerer")
 RUN_BOUND = 600.0
-
-
-@pytest.fixture
-def prove(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
-    """Record what the test proved, for the table ``make chart-smoke`` prints."""
-    return lambda text: record_property("proven", text)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +169,34 @@ def test_ml_steps_ran_as_pods_of_the_step_image(installed: Installed, pipeline: 
     for manifest in steps:
         pod = installed.kubelet.pods[manifest["metadata"]["name"]]
         assert pod.phase == "Succeeded", pod.describe()
-    prove(f"{len(steps)} step pods created through the API by the kubernetes launcher, all exit 0")
+    made = f"{len(steps)} step pods created through the API by the kubernetes launcher"
+    prove(f"{made}, all exit 0, run {installed.steps_in}")
+
+
+def test_step_pods_ran_in_the_built_step_image_as_their_pod_says(installed: Installed, pipeline: Run, prove) -> None:
+    engine = require_image(STEP_IMAGE)
+    assert installed.step_engine is not None, f"{STEP_IMAGE} is built, yet step pods ran {installed.steps_in}"
+    steps = [p for p in installed.api.created if p["spec"]["containers"][0]["image"] == STEP_IMAGE]
+    assert steps, f"no pod of {STEP_IMAGE} was created through the Kubernetes API"
+    limits = set()
+    for manifest in steps:
+        pod = installed.kubelet.pods[manifest["metadata"]["name"]]
+        box = pod.containers[0].in_engine
+        assert box is not None and box.container_id, f"not run in a container:\n{pod.describe()}"
+        assert box.image == STEP_IMAGE, f"ran {box.image}, not {STEP_IMAGE}"
+        memory = manifest["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        assert (box.spec.user, box.spec.read_only_root, box.spec.memory_bytes) == (
+            "10001:10001",
+            True,
+            parse_quantity(memory),
+        ), box.spec
+        limits.add(memory)
+    left = installed.kubelet.containers(engine)
+    assert left == [], f"containers of ended pods still exist: {left}"
+    prove(
+        f"{len(steps)} step pods ran in {STEP_IMAGE} through {engine.name}: user 10001:10001, read-only root, "
+        f"memory limits {', '.join(sorted(limits))}; each container removed when its pod ended"
+    )
 
 
 def test_each_scaledobject_query_counts_its_pools_load(installed: Installed, pipeline: Run, prove) -> None:

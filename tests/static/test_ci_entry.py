@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FAKE_MAKE = """#!/usr/bin/env bash
 echo "$1" >> "$MAKE_LOG"
+echo "$1 ${SLUICE_REQUIRE_CONTAINERS:-unset}" >> "$MAKE_LOG.env"
 code_var="EXIT_$1"
 exit "${!code_var:-0}"
 """
@@ -50,3 +51,11 @@ def test_a_lint_failure_fails_ci_before_the_tests_run(tmp_path: Path) -> None:
 def test_a_test_failure_fails_ci(tmp_path: Path, make_exit: int) -> None:
     code, targets = run_ci(tmp_path, test=make_exit)
     assert code != 0 and targets == ["lint", "test"]
+
+
+def test_ci_runs_the_suite_with_container_tests_required(tmp_path: Path) -> None:
+    """This machine can run containers: a missing engine or image must fail CI, not skip its tests."""
+    code, _ = run_ci(tmp_path)
+    assert code == 0
+    seen = dict(line.split() for line in (tmp_path / "make.log.env").read_text().splitlines())
+    assert seen["test"] == "1"

@@ -1,6 +1,6 @@
 """Container engine and images for tests: what `make test` built (tools/images.py), or a skip that says why.
 
-Where containers are required (``SLUICE_REQUIRE_CONTAINERS=1``, which .ci/run sets), a missing engine or image
+Where containers are required (``SLUICE_REQUIRE_CONTAINERS=1``, meant for CI), a missing engine or image
 fails the test instead of skipping it: CI must not go green by skipping what it exists to run.
 
     engine = require_image(STEP_IMAGE)       # in a test or fixture; skips (or fails) when it cannot run
@@ -10,6 +10,7 @@ fails the test instead of skipping it: CI must not go green by skipping what it 
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import NoReturn
 
 import pytest
@@ -48,3 +49,43 @@ def require_image(ref: str) -> Engine:
     if not engine.image_exists(ref):
         unavailable(f"image {ref} is not built here: run `make images` (`make test` builds it first)")
     return engine
+
+
+# A step written inline, so it runs in the step image with no file from this checkout: contract v1 by hand.
+INLINE_STEP = textwrap.dedent(
+    """
+    import json, os, signal, socket, sys, time
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # PID 1 in a container: no default action
+    mode = sys.argv[1]
+    outputs = json.loads(os.environ["SLUICE_STEP_OUTPUTS"])
+    params = json.loads(os.environ["SLUICE_STEP_PARAMS"])
+    seen = {"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups())}
+    for name, path in (("root", "/sluice-probe"), ("tmp", "/tmp/sluice-probe")):
+        try:
+            open(path, "w").write("x")
+            seen[name + "_writable"] = True
+        except OSError as exc:
+            seen[name + "_writable"] = False
+            seen[name + "_error"] = exc.strerror
+    if mode == "connect":
+        try:
+            socket.create_connection(("127.0.0.1", int(params["port"])), timeout=3).close()
+            seen["connected"] = True
+        except OSError as exc:
+            seen["connected"], seen["connect_error"] = False, exc.strerror
+    if mode == "read":
+        seen["read"] = open(params["source"]).read()
+    if mode == "hog":
+        blob = bytearray(int(params["bytes"]))
+        for i in range(0, len(blob), 4096):
+            blob[i] = 1
+        time.sleep(float(params.get("hold", 0)))
+    if mode == "sleep":
+        print("sleeping", flush=True)
+        time.sleep(float(params.get("seconds", 600)))
+    for path in outputs.values():
+        open(path, "w").write(json.dumps(seen))
+    result = {"contract_version": 1, "outputs": outputs, "metrics": {k: v for k, v in seen.items()}}
+    open(os.environ["SLUICE_RESULT_URI"], "w").write(json.dumps(result))
+    """
+)
