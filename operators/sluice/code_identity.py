@@ -29,6 +29,8 @@ from functools import lru_cache
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
+from sluice.module_closure import closure
+
 DIGEST = re.compile(r"@(?P<digest>sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
 PYTHON_OPTIONS_WITH_VALUE = ("-W", "-X")
@@ -66,7 +68,7 @@ def of_local_command(command: list[str], search_path: str) -> CodeIdentity:
         return CodeIdentity(None, f"command {executable!r} is not found on the launcher's PATH")
     module = _console_script_module(Path(executable).name)
     if module and Path(resolved).parent == Path(sys.executable).parent:
-        return _of_module(module)
+        return _of_module(module, command[1:])
     files = [Path(resolved), *(Path(arg) for arg in command[1:] if Path(arg).is_file())]
     return CodeIdentity(_digest(files), f"{', '.join(map(str, files))}")
 
@@ -78,7 +80,8 @@ def _of_python_args(args: list[str]) -> CodeIdentity:
         arg = args[index]
         if arg == "-m" or (arg.startswith("-m") and len(arg) > 2):
             module = arg[2:] or (args[index + 1] if index + 1 < len(args) else "")
-            return _of_module(module) if module else CodeIdentity(None, "python -m names no module")
+            rest = args[index + 1 :] if arg[2:] else args[index + 2 :]
+            return _of_module(module, rest) if module else CodeIdentity(None, "python -m names no module")
         if arg == "-c" or arg.startswith("-c"):
             return CodeIdentity("inline", "inline code (python -c): it is part of the command")
         if arg in PYTHON_OPTIONS_WITH_VALUE:
@@ -94,7 +97,9 @@ def _of_python_args(args: list[str]) -> CodeIdentity:
     return CodeIdentity(None, "python is started with no module or script")
 
 
-def _of_module(module: str) -> CodeIdentity:
+def _of_module(module: str, argv: list[str]) -> CodeIdentity:
+    """A module of a package is named by the files of the package it runs (``sluice.module_closure``): an edit to
+    one step re-runs the steps that import what changed, not every step of the package."""
     top = module.split(".")[0]
     spec = find_spec(top)
     if spec is None:
@@ -102,7 +107,13 @@ def _of_module(module: str) -> CodeIdentity:
     roots = [Path(p) for p in spec.submodule_search_locations or []]
     if roots:
         files = sorted(python_files(roots))
-        return CodeIdentity(_digest(files, roots), f"package {top} ({', '.join(map(str, roots))}, {len(files)} files)")
+        where = ", ".join(map(str, roots))
+        used = closure(roots, top, module, argv)
+        if used is not None:
+            names = ", ".join(_relative(path, roots) for path in used)
+            about = f"package {top} ({where}): the {len(used)} of its {len(files)} files it runs: {names}"
+            return CodeIdentity(_digest(used, roots), about)
+        return CodeIdentity(_digest(files, roots), f"package {top} ({where}, {len(files)} files)")
     if spec.origin and Path(spec.origin).is_file():
         return CodeIdentity(_digest([Path(spec.origin)]), f"module {top} ({spec.origin})")
     return CodeIdentity(None, f"module {top!r} has no source file to hash (built in?)")

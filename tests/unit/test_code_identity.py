@@ -31,11 +31,63 @@ def test_a_mutable_tag_is_cached_under_the_steps_explicit_cache_version() -> Non
     assert of_image("reg/ml-steps:0.1.0", "2").value is not None
 
 
-def test_sluice_step_is_named_by_the_sources_of_the_step_package_it_runs() -> None:
+def test_sluice_step_is_named_by_the_files_of_the_step_package_the_step_runs() -> None:
     identity = of_local_command(["sluice-step", "train"], LAUNCHER_PATH)
     package = REPO / "images" / "ml-steps" / "sluice_steps"
     assert identity.value and identity.value.startswith("sha256:")
-    assert identity.about == f"package sluice_steps ({package}, {len(python_files([package]))} files)"
+    assert identity.about == (
+        f"package sluice_steps ({package}): the 5 of its {len(python_files([package]))} files it runs: "
+        "sluice_steps/__init__.py, sluice_steps/__main__.py, sluice_steps/contract.py, sluice_steps/evaluate.py, "
+        "sluice_steps/train.py"
+    )
+
+
+def _stepkit(tmp_path: Path, monkeypatch, name: str) -> Path:
+    """A step package like sluice_steps: a __main__ that dispatches on its first argument to a module."""
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        f"import importlib, sys\nfrom {name} import shared\nimportlib.import_module(f'{name}.{{sys.argv[1]}}')\n"
+    )
+    (package / "shared.py").write_text("VERSION = 1\n")
+    (package / "featurize.py").write_text(f"from {name}.shared import VERSION\nSCALE = 1\n")
+    (package / "join.py").write_text("from . import shared\nHOW = 'inner'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return package
+
+
+def test_editing_one_step_changes_only_that_steps_identity(tmp_path: Path, monkeypatch) -> None:
+    package = _stepkit(tmp_path, monkeypatch, "stepkit_one")
+    ids = {
+        step: of_local_command([sys.executable, "-m", "stepkit_one", step], LAUNCHER_PATH).value
+        for step in ("featurize", "join")
+    }
+    (package / "featurize.py").write_text("from stepkit_one.shared import VERSION\nSCALE = 2\n")
+    after = {
+        step: of_local_command([sys.executable, "-m", "stepkit_one", step], LAUNCHER_PATH).value
+        for step in ("featurize", "join")
+    }
+    assert after["featurize"] != ids["featurize"]
+    assert after["join"] == ids["join"], "join does not import featurize: its cache stays valid"
+
+
+def test_editing_a_module_every_step_imports_changes_every_identity(tmp_path: Path, monkeypatch) -> None:
+    package = _stepkit(tmp_path, monkeypatch, "stepkit_shared")
+    steps = ("featurize", "join")
+    before = {s: of_local_command([sys.executable, "-m", "stepkit_shared", s], LAUNCHER_PATH).value for s in steps}
+    (package / "shared.py").write_text("VERSION = 2\n")
+    after = {s: of_local_command([sys.executable, "-m", "stepkit_shared", s], LAUNCHER_PATH).value for s in steps}
+    assert all(after[s] != before[s] for s in steps)
+
+
+def test_a_step_that_imports_by_a_computed_name_is_keyed_on_its_whole_package(tmp_path: Path, monkeypatch) -> None:
+    package = _stepkit(tmp_path, monkeypatch, "stepkit_dynamic")
+    (package / "featurize.py").write_text("import importlib\nimportlib.import_module('stepkit_dynamic.' + 'join')\n")
+    before = of_local_command([sys.executable, "-m", "stepkit_dynamic", "featurize"], LAUNCHER_PATH)
+    (package / "join.py").write_text("HOW = 'outer'\n")
+    after = of_local_command([sys.executable, "-m", "stepkit_dynamic", "featurize"], LAUNCHER_PATH)
+    assert after.value != before.value and "files)" in after.about
 
 
 def test_a_package_run_with_python_m_changes_identity_with_any_of_its_files(tmp_path: Path, monkeypatch) -> None:

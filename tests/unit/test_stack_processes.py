@@ -110,3 +110,41 @@ def test_the_last_log_line_is_the_exit_reason(tmp_path: Path) -> None:
     log.write_text("starting\nOSError: [Errno 98] Address already in use\n\n")
     assert last_line(log) == "OSError: [Errno 98] Address already in use"
     assert last_line(tmp_path / "missing.log") == ""
+
+
+# A supervisor that restarted a worker: the worker is its child (in a session of its own, as `spawn` starts every
+# component), and the worker's pool (running tasks) its grandchild.
+SUPERVISOR_WITH_RESTARTED_WORKER = [
+    sys.executable,
+    "-c",
+    "import subprocess, sys, time; "
+    "w = subprocess.Popen([sys.executable, '-c', "
+    '\'import subprocess, sys, time; p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]); '
+    "print(p.pid, flush=True); time.sleep(60)'], stdout=subprocess.PIPE, text=True, start_new_session=True); "
+    "print(w.pid, w.stdout.readline().strip(), flush=True); time.sleep(60)",
+]
+
+
+def test_stopping_the_supervisor_spares_a_restarted_workers_whole_tree(tmp_path: Path) -> None:
+    """`sluice down` stops the supervisor first: the worker it restarted, and that worker's pool processes running
+    tasks, are stopped later in their own turn (warmly), not killed as the supervisor's leftovers."""
+    import time
+
+    import psutil
+
+    log = tmp_path / "supervisor.log"
+    proc = spawn("supervisor", "supervisor", SUPERVISOR_WITH_RESTARTED_WORKER, {}, log)
+    for _ in range(100):
+        if log.read_text().strip():
+            break
+        time.sleep(0.1)
+    worker, pool = (int(pid) for pid in log.read_text().split()[:2])
+    try:
+        assert stop(proc, signal.SIGTERM, timeout=10, spare=frozenset({worker})) == "stopped"
+        time.sleep(0.5)
+        assert psutil.pid_exists(worker) and psutil.pid_exists(pool), "the restarted worker's tree is left alone"
+        assert psutil.Process(pool).status() != psutil.STATUS_ZOMBIE
+    finally:
+        for pid in (pool, worker):
+            with __import__("contextlib").suppress(psutil.Error):
+                psutil.Process(pid).kill()

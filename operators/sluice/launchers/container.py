@@ -22,7 +22,6 @@ start and by ``sluice up``/``down``), and ``remove_for_home()`` what a stack sta
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
@@ -48,6 +47,7 @@ from sluice.contract import ENV_INPUTS, ENV_PARAMS
 from sluice.launchers.base import FailureKind, LaunchResult, StepFailed, StepLog, StepRun
 from sluice.launchers.engine import Engine, EngineMissing, find_engine
 from sluice.launchers.local import POLL_SECONDS, TAIL_LINES, exit_result, pump_lines
+from sluice.lifetime import die_with_parent
 from sluice.platform import Platform
 from sluice.quantity import parse_quantity
 
@@ -57,7 +57,6 @@ LABEL_HOME = "sluice.io/home"  # $SLUICE_HOME of the launching process: the stac
 LABEL_SCRATCH = "sluice.io/scratch"  # host directory behind the pod's emptyDir volumes, removed with it
 DEFAULT_GRACE_SECONDS = 30  # a pod's terminationGracePeriodSeconds when unset
 PASSED_ENV_PREFIXES = ("AWS_", "FSSPEC_")  # what artifacts.secretName holds on a cluster (S3 credentials)
-PR_SET_PDEATHSIG = 1
 ENGINE_ERROR = 125  # podman/docker run: the engine itself failed (bad flag, image not known, ...)
 MISSING_IMAGE = ("image not known", "No such image", "Unable to find image")
 CGROUP_PARENT = "/sluice"  # with the cgroupfs manager, each step container's cgroup has a parent of its own here
@@ -264,17 +263,6 @@ def remove_for_home(home: Path, grace: int = DEFAULT_GRACE_SECONDS) -> list[str]
     except EngineMissing:
         return []
     return _remove(engine, _listed(engine, LABEL_MANAGED, f"{LABEL_HOME}={home.resolve()}"), grace)
-
-
-def die_with_parent() -> None:
-    """Make this task process die when its parent (the worker's task supervisor) dies, so that its container's
-    guard fires and no try of the task outlives its worker. Linux only; a no-op elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:  # the parent died before the call: act as the signal would have
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 CGROUP_PATTERNS = (  # where podman (cgroupfs or systemd manager) and docker put a container's memory cgroup

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import psutil
 from sluice.code_identity import CodeIdentity, of_local_command
 from sluice.contract import EXIT_USAGE
 from sluice.launchers.base import FailureKind, LaunchResult, StepFailed, StepLog, StepRun
+from sluice.lifetime import tied_to_this_process
 from sluice.platform import Platform
 from sluice.quantity import parse_quantity  # not the kubernetes client's: it would load the whole client here
 
@@ -60,6 +62,13 @@ def _tree_rss(proc: psutil.Process) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total
+
+
+def _not_found(step: StepRun) -> StepFailed:
+    return StepFailed(
+        f"step command {step.command[0]!r} not found; install the step package into this environment (make demo "
+        "does) or fix the task's command"
+    )
 
 
 def pump_lines(stream: IO[str] | None, log: StepLog, level: int, tail: deque[str] | None) -> None:
@@ -137,12 +146,15 @@ class LocalLauncher:
         )
         # The child inherits the launching thread's CPU mask: set it around the spawn rather than in a
         # preexec_fn, which would force the slow fork path on every step.
+        env = self._env(step, cpus)
+        if shutil.which(step.command[0], path=env["PATH"]) is None:
+            raise _not_found(step)
         own_mask = os.sched_getaffinity(0)
         os.sched_setaffinity(0, allowed)
         try:
             self._proc = subprocess.Popen(
-                step.command,
-                env=self._env(step, cpus),
+                tied_to_this_process(step.command),  # a killed task (worker) leaves no step process behind
+                env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -150,10 +162,7 @@ class LocalLauncher:
                 start_new_session=True,
             )
         except FileNotFoundError:
-            raise StepFailed(
-                f"step command {step.command[0]!r} not found; install the step package into this "
-                "environment (make demo does) or fix the task's command"
-            ) from None
+            raise _not_found(step) from None
         finally:
             os.sched_setaffinity(0, own_mask)
         proc = self._proc

@@ -105,12 +105,13 @@ def stop(
 ) -> str:
     """Ask the process to stop; after ``timeout`` kill its whole process group. Returns what happened.
 
-    ``spare``: pids of other components, which the supervisor's restarts make its children: they are stopped
-    in their own turn, warmly, not killed as its leftovers."""
+    ``spare``: pids of other components, which the supervisor's restarts make its children: they and everything
+    under them (a worker's pool and its running tasks) are stopped in their own turn, warmly, not killed as its
+    leftovers."""
     live = proc.process()
     if live is None:
         return "stopped" if signalled else "not running"
-    children = [c for c in live.children(recursive=True) if c.pid not in spare]
+    children = [c for c in live.children(recursive=True) if not _under(c, spare, live.pid)]
     if not signalled:
         live.send_signal(sig)
     if wait_gone(proc, timeout):
@@ -124,6 +125,17 @@ def stop(
             child.kill()
     clear_group(proc)
     return outcome
+
+
+def _under(process: psutil.Process, spare: frozenset[int], top: int) -> bool:
+    """Whether ``process`` is one of ``spare`` or runs under one of them (below ``top``)."""
+    with contextlib.suppress(psutil.Error):
+        for ancestor in [process, *process.parents()]:
+            if ancestor.pid in spare:
+                return True
+            if ancestor.pid == top:
+                return False
+    return False
 
 
 def clear_group(proc: Proc) -> None:
