@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup demo test test-fast test-kind chart-smoke images bench bench-scale lint lock clean
+.PHONY: setup demo test test-fast test-kind chart-smoke images bench bench-scale bench-faults lint lock clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,11 @@ bench: setup
 
 # Data at scale (separate: ~30 min here): the sharded pipeline over 20 M generated rows on the embedded default and
 # the local stack, against one Python process doing the same computation; memory, scan rate, overhead.
+# Fault trials on a real local stack (~20 min here): SIGKILLed busy workers, broker restarts, `sluice down` on a
+# restarted worker; prints tasks lost, run twice and overlapped (all 0 expected) and recovery times.
+bench-faults: setup
+	$(BIN)/python bench/faults.py --trials 20 --json bench/results/faults.json
+
 bench-scale: setup
 	$(BIN)/python bench/scale.py --json bench/results/scale.json
 

@@ -539,7 +539,8 @@ class ContainerLauncher:
         finally:
             # The guard removes the stopped container in the background (the task need not wait for it).
             with contextlib.suppress(OSError):
-                guard.communicate(b"rm", timeout=5)
+                assert guard.stdin is not None
+                guard.stdin.close()
             shutil.rmtree(scratch, ignore_errors=True)
         shown = f"{peak / 2**20:.1f} MiB" if peak is not None else "not sampled: the step ended first"
         log.info("container exited with code %s (peak memory %s)", proc.returncode, shown)

@@ -213,3 +213,18 @@ def test_down_with_nothing_started_touches_nothing(tmp_path: Path) -> None:
     out = _sluice("down", "--home", str(tmp_path / "empty"))
     assert out.returncode == 0
     assert "nothing to stop" in out.stdout
+
+
+def test_every_worker_restores_its_prefetch_at_once_after_a_broker_reconnect(local_stack: Running) -> None:
+    """Asked over the broker, each live worker reports the settings Sluice pins: acks late, prefetch one per slot,
+    and no prefetch-count reduction after a connection loss (with it, tasks waiting through a Redis restart ran
+    in waves: each worker took one, then one more per finished task)."""
+    from celery import Celery
+
+    local_stack.stack.wait_healthy()
+    app = Celery(broker=local_stack.stack.state().config.broker_url)
+    replies = app.control.inspect(timeout=10).conf(with_defaults=False) or {}
+    assert replies, "no worker answered"
+    for worker, conf in replies.items():
+        assert conf.get("worker_enable_prefetch_count_reduction") is False, (worker, conf)
+        assert conf.get("worker_prefetch_multiplier") == 1 and conf.get("task_acks_late") is True, (worker, conf)

@@ -130,3 +130,52 @@ with DAG(
         outputs={"slept": "slept.json"},
         cache=False,
     )
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (/proc/<pid>/stat field 22): a pid and this name one
+    process, even if the pid is reused later."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+with DAG(
+    "probe_ledger",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={
+        "seconds": Param([15], type="array", description="one mapped task per entry, working that long"),
+        "ledger": Param("", type="string", description="folder where each try records its start and its end"),
+    },
+    default_args={"retries": 3, "retry_delay": timedelta(seconds=1)},
+):
+    """Each try of each task writes what the fault trials count: its pid and start, whether an earlier try of the
+    same task was still alive when it started (two tries at once), and its end (a try that ran to the end)."""
+
+    @task
+    def plan_work() -> list[float]:
+        return [float(s) for s in get_current_context()["params"]["seconds"]]
+
+    @task
+    def work(seconds: float) -> float:
+        import json
+        import os
+        from pathlib import Path
+
+        context = get_current_context()
+        ti = context["ti"]
+        ledger = Path(context["params"]["ledger"]) / f"{ti.map_index}.jsonl"
+        earlier = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
+        alive = [r["pid"] for r in earlier if r["event"] == "start" and _started(r["pid"]) == r["started"]]
+        me = {"pid": os.getpid(), "started": _started(os.getpid()), "try": ti.try_number}
+        with ledger.open("a") as out:
+            out.write(json.dumps({**me, "event": "start", "t": time.time(), "earlier_alive": alive}) + "\n")
+        time.sleep(seconds)
+        with ledger.open("a") as out:
+            out.write(json.dumps({**me, "event": "end", "t": time.time()}) + "\n")
+        return seconds
+
+    work.expand(seconds=plan_work())
