@@ -5,7 +5,8 @@ Every task of ``probe_ledger`` (tests/integration/stack/dags/stack_probes.py) re
 whether an earlier try of the same task was still alive when it started, and its end. The faults, in turn:
 
 - ``sigkill``: SIGKILL to a busy worker's main process and its process group (as when a pod or node is lost);
-  recovery = from the kill to the first retry's start;
+  recovery = from the kill to the first retry's start (the supervisor restarts the worker at once: the bench sets
+  its back-off to 0, so trials do not wait out a growing CrashLoopBackOff);
 - ``redis``: SIGKILL to the broker and a restart while tasks wait; recovery = from the restart to the last
   waiting task's start (one wave when every slot takes a task at once);
 - ``down``: `sluice down` while tasks run on a worker the supervisor restarted (a fresh stack each such trial).
@@ -72,6 +73,9 @@ def stack(work: Path) -> Iterator[tuple[LocalStack, AirflowApi]]:
         api_port=free_port(),
         autoscale=False,
         airflow_env=TEST_RECOVERY,
+        # Each trial kills the worker: without this the supervisor's CrashLoopBackOff (10, 20, 40 ... 300 s) would
+        # grow over the trials and become what they measure.
+        restart_backoff_seconds=0,
     )
     from sluice.stack import services
 

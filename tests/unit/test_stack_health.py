@@ -45,3 +45,5 @@ def test_restarts_back_off_as_kubernetes_does() -> None:
     from sluice.stack.supervisor import backoff
 
     assert [backoff(n) for n in range(7)] == [0, 10, 20, 40, 80, 160, 300]
+    assert [backoff(n, first=0) for n in range(3)] == [0, 0, 0], "a stack may restart at once (the fault bench)"
+    assert [backoff(n, first=1) for n in range(4)] == [0, 1, 2, 4]

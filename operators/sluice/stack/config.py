@@ -101,6 +101,9 @@ class StackConfig(BaseModel):
     tuning: Tuning = Tuning.sluice
     artifact_root: str | None = None
     launcher: str = "local"  # how the workers run steps: local processes, or containers (sluice up --launcher)
+    # The supervisor's first restart delay, doubled per restart within 10 minutes (CrashLoopBackOff); the fault
+    # bench sets 0 so that its trials are independent of each other.
+    restart_backoff_seconds: float = Field(10.0, ge=0)
     airflow_env: dict[str, str] = Field(default_factory=dict)  # extra/overriding AIRFLOW__* settings
 
     def platform(self) -> Platform:

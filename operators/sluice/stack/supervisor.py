@@ -29,9 +29,10 @@ SUPERVISED = {*CORE, "worker", "redis", "postgres"}
 FIRST_DELAY, MAX_DELAY, HEALTHY_RUN = 10.0, 300.0, 600.0
 
 
-def backoff(restarts: int) -> float:
-    """Seconds to wait before restart number ``restarts + 1``: none for the first, then doubling from 10 s."""
-    return 0.0 if restarts == 0 else min(MAX_DELAY, FIRST_DELAY * 2 ** (restarts - 1))
+def backoff(restarts: int, first: float = FIRST_DELAY) -> float:
+    """Seconds to wait before restart number ``restarts + 1``: none for the first, then doubling from ``first``
+    (10 s, as Kubernetes' CrashLoopBackOff; a stack's ``restart_backoff_seconds``) up to 5 minutes."""
+    return 0.0 if restarts == 0 else min(MAX_DELAY, first * 2 ** (restarts - 1))
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Supervisor:
             restarts = int(proc.extra.get("restarts", 0))
             if time.time() - proc.create_time >= HEALTHY_RUN:
                 restarts = 0  # it had been running fine: no back-off, as Kubernetes resets it
-            if now - death.seen < backoff(restarts):
+            if now - death.seen < backoff(restarts, state.config.restart_backoff_seconds):
                 continue
             who = f"{proc.extra['worker']} " if proc.kind == "worker" else ""
             proc.extra.update(restarts=restarts, last_exit=f"{time.strftime('%H:%M:%S')} {who}{death.reason}")
