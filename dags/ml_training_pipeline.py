@@ -8,7 +8,8 @@ The grid (a DAG param, so a run can try another one) is algorithms × hyperparam
 profile its step gets. Airflow fixes a mapped task's queue before it expands, so entries are split by pool:
 `train` (default pool, profile per entry) and `train_highmem` (highmem pool and profile). A failed candidate
 fails only its own mapped instance: `champion` runs once every candidate is done, whatever its end (trigger
-rule `all_done`), picks the best of those that succeeded, and fails naming the cause when none did.
+rule `all_done`), picks the best of those that succeeded, and fails naming the cause when none did, or when
+featurize produced nothing: at once, without retries (the upstream is done; a retry finds the same nothing).
 (`all_done_min_one_success` reads better but Airflow skips it when an upstream is skipped, and a pool's
 mapped task with no grid entries expands to zero instances, which Airflow marks skipped.)
 """
@@ -190,7 +191,8 @@ with DAG(
         task_id="train_highmem", queue="highmem", profile="highmem", **candidate
     ).expand_kwargs(plan_highmem)
     # Partial results are allowed here: the champion is chosen among the candidates that succeeded
-    # (all_done, see the module docstring; with no successful candidate its fan-in input is empty and it fails).
+    # (all_done, see the module docstring; with no successful candidate its fan-in input is empty, and it fails without
+    # retries, as when featurize failed and its test set does not exist).
     champion = MLStepOperator(
         task_id="champion",
         image="ml-steps",

@@ -8,7 +8,8 @@ The source is a folder (or ``s3://`` prefix) of Parquet shards; ``list_shards`` 
 so the number of mapped instances follows the data, not the code. Each shard step streams record batches
 (memory bounded by the batch, not the shard or the dataset); shard steps run on the default pool and
 profile, the training steps on ``highmem``. ``sluice demo sharded_training`` makes a 200 k-row set first
-(``python -m sluice_steps.synth``); ``make bench-scale`` runs it at 20 M rows. docs/pipelines.md walks
+(``python -m sluice_steps.synth``); a run whose source holds no shard fails at once naming that command;
+``make bench-scale`` runs it at 20 M rows. docs/pipelines.md walks
 through it.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowFailException
 from fsspec.core import url_to_fs
 from sluice.operators import MLStepOperator
 from sluice.platform import sluice_home
@@ -68,10 +70,11 @@ with DAG(
         """One ``{"shard": uri}`` per Parquet file under the source: what ingest is mapped over."""
         fs, path = url_to_fs(source)
         files = sorted(fs.glob(f"{path.rstrip('/')}/*.parquet"))
-        if not files:
-            raise ValueError(
-                f"no Parquet shards (*.parquet) under {source}; make a set with "
-                f"`python -m sluice_steps.synth {source} --rows 200000` or set the run's 'source' param"
+        if not files:  # a retry finds the same nothing: fail at once, saying how to make a set or point elsewhere
+            raise AirflowFailException(
+                f"no Parquet shards (*.parquet) under {source}: make a set there with "
+                f"`python -m sluice_steps.synth {source} --rows 200000`, or point the run's 'source' param at a "
+                'folder or fsspec URI of shards (trigger with config {"source": "..."})'
             )
         return [{"shard": fs.unstrip_protocol(file)} for file in files]
 

@@ -8,6 +8,7 @@ refused by the local stack, which has no KubernetesExecutor.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from sluice.platform import current_platform
@@ -20,6 +21,12 @@ TARGETS = {
     "embedded": "sluice demo and the tests (Airflow on SQLite)",
 }
 DEFAULT_TARGET = "chart"  # where a pushed DAG runs: what CI and pre-commit hooks guard
+DAG_FILES = "*.py or *.zip"  # what Airflow's DagBag reads from a DAG folder
+
+
+def dag_files(dag_folder: Path) -> list[Path]:
+    """The files under ``dag_folder`` that Airflow would read for DAGs (any depth)."""
+    return sorted(p for p in dag_folder.rglob("*") if p.suffix in (".py", ".zip") and p.is_file())
 
 
 def target_executors(target: str) -> str:
@@ -37,18 +44,44 @@ def target_executors(target: str) -> str:
     raise ValueError(f"unknown target {target!r}; targets: {', '.join(TARGETS)}")
 
 
+# Deep enough that an error raised inside Sluice or Airflow still shows the DAG file's frame (Airflow keeps 2).
+TRACEBACK_DEPTH_ENV = "AIRFLOW__CORE__DAGBAG_IMPORT_ERROR_TRACEBACK_DEPTH"
+TRACEBACK_DEPTH = "50"
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)', re.MULTILINE)
+
+
+def error_location(path: str, error: str) -> tuple[str, str]:
+    """An import error of the DAG file ``path`` (absolute, or relative as the metadata DB stores it) as
+    (where, message): where is ``path:line`` at the error's deepest frame in that file (where the DAG says what is
+    wrong, even when the error is raised deep in Sluice or Airflow); message is the traceback's last line, followed
+    by the deepest frame of any file when that file has no frame in the traceback."""
+    text = error.strip()
+    message = text.splitlines()[-1] if text else "(no message)"
+    frames = [(m["file"], m["line"]) for m in _FRAME.finditer(text) if not m["file"].startswith("<")]
+    relative = "/" + path.lstrip("/")
+    own = [line for file, line in frames if file == path or file.endswith(relative)]
+    if own:
+        return f"{path}:{own[-1]}", message
+    if frames:
+        return path, f"{message} (at {frames[-1][0]}:{frames[-1][1]})"
+    return path, message
+
+
 def check_dag_folder(dag_folder: Path, executors: str | None = None) -> list[str]:
     """Import errors (the policy's and MLStepOperator's among them) plus queue and profile problems of loaded
     DAGs; parsed with ``[core] executor`` set to ``executors`` when given (a target's), else as configured."""
     from airflow.dag_processing.dagbag import DagBag
 
     platform = current_platform()
-    previous = os.environ.get(EXECUTOR_ENV)
+    previous = {name: os.environ.get(name) for name in (EXECUTOR_ENV, TRACEBACK_DEPTH_ENV)}
     if executors:
         os.environ[EXECUTOR_ENV] = executors
+    os.environ[TRACEBACK_DEPTH_ENV] = TRACEBACK_DEPTH
     try:
         bag = DagBag(dag_folder=str(dag_folder))
-        problems = [f"{path}: {error.strip().splitlines()[-1]}" for path, error in sorted(bag.import_errors.items())]
+        problems = [": ".join(error_location(path, error)) for path, error in sorted(bag.import_errors.items())]
+        if not bag.dags and not bag.import_errors:
+            problems.append(f"{dag_folder}: no DAGs found (its Python files define none)")
         configured = configured_executors()
         for dag_id in sorted(bag.dags):
             for task in bag.dags[dag_id].tasks:
@@ -56,8 +89,9 @@ def check_dag_folder(dag_folder: Path, executors: str | None = None) -> list[str
                 if problem:
                     problems.append(problem)
     finally:
-        if previous is None:
-            os.environ.pop(EXECUTOR_ENV, None)
-        else:
-            os.environ[EXECUTOR_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return problems

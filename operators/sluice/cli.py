@@ -5,16 +5,20 @@ Airflow is imported lazily, after ``sluice.embedded.configure()`` has set its en
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sluice.checks import DEFAULT_TARGET, TARGETS
@@ -48,10 +52,19 @@ def demo(
         bool,
         typer.Option(
             "--stack",
-            help="run on the local stack `sluice up` started (its scheduler, Celery pools and PostgreSQL; "
-            "$SLUICE_STACK_HOME) rather than the embedded default",
+            help="run on the local stack `sluice up` started (its scheduler, Celery pools and PostgreSQL) rather "
+            "than the embedded default",
         ),
     ] = False,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            help="with --stack: the stack's home, as given to `sluice up --home` (default $SLUICE_STACK_HOME, else "
+            "$SLUICE_HOME/stack: .sluice/stack)",
+            show_default=False,
+        ),
+    ] = None,
     launcher: Annotated[
         LocalLauncherType | None,
         typer.Option(
@@ -64,6 +77,9 @@ def demo(
     --stack on the running local stack."""
     warnings.filterwarnings("ignore", message=".*httpx.*starlette.*")  # Airflow's dependency noise
     started = time.monotonic()
+    if home is not None and not stack:
+        console.print("[red]--home names the local stack's home: use it with --stack[/]")
+        raise typer.Exit(2)
     if launcher is not None:
         if stack:
             console.print("[red]--launcher is the stack's: start it with `sluice up --launcher ...`[/]")
@@ -75,7 +91,7 @@ def demo(
     except json.JSONDecodeError as exc:
         console.print(f"[red]--conf is not valid JSON: {exc}[/]")
         raise typer.Exit(2) from None
-    outcome = _run_on_stack(dag_id, run_conf) if stack else _run_embedded(dag_id, run_conf, dags_folder)
+    outcome = _run_on_stack(dag_id, run_conf, home) if stack else _run_embedded(dag_id, run_conf, dags_folder)
     _print_outcome(outcome)
     console.print(f"run {outcome.run_id}: [bold]{outcome.state}[/] in {time.monotonic() - started:.1f} s")
     if not outcome.succeeded:
@@ -97,7 +113,7 @@ def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -
             runs.write_sharded_demo_data(sluice_home() / "demo-data" / "sharded")
         embedded.migrate()
     _require_model(dag_id, run_conf)
-    with console.status(f"running {dag_id}"):
+    with console.status(f"running {dag_id}"), _without_waiting_lines():
         try:
             return runs.run_dag(dag_id, dags_folder, run_conf)
         except (KeyError, RuntimeError) as exc:
@@ -105,22 +121,53 @@ def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -
             raise typer.Exit(2) from None
 
 
-def _run_on_stack(dag_id: str, run_conf: dict[str, object]) -> RunOutcome:
+# dag.test() logs "No tasks to run. unrunnable tasks: ..." once a second while a task waits for its retry: the demo's
+# spinner already says it is running, and the final table says what happened.
+DAG_TEST_LOGGER, WAITING_LINE = "airflow.sdk.definitions.dag", "No tasks to run"
+
+
+class _WaitingLineFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(WAITING_LINE)
+
+
+@contextlib.contextmanager
+def _without_waiting_lines() -> Iterator[None]:
+    """Drop dag.test()'s waiting line while the embedded demo runs (its logger only, for that run only)."""
+    logger, waiting = logging.getLogger(DAG_TEST_LOGGER), _WaitingLineFilter()
+    logger.addFilter(waiting)
+    try:
+        yield
+    finally:
+        logger.removeFilter(waiting)
+
+
+def _run_on_stack(dag_id: str, run_conf: dict[str, object], home: Path | None) -> RunOutcome:
     """Trigger through the stack's REST API, wait, then read the run from the stack's metadata DB."""
     from sluice.stack.api import AirflowApi
     from sluice.stack.commands import default_home
     from sluice.stack.errors import StackError
     from sluice.stack.local import LocalStack
 
-    stack = LocalStack(default_home())
+    stack = LocalStack(home or default_home())
+    option = escape(f" --home {stack.home}") if home else ""
+    elsewhere = "a stack in another home: pass --home, or set SLUICE_STACK_HOME"
+    if not stack.state_file.exists():
+        console.print(
+            f"[red]no local stack in {escape(str(stack.home))}[/]: start one with `sluice up{option}`; for {elsewhere}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     try:
         current = stack.status()
     except StackError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{exc}[/]", soft_wrap=True)
         raise typer.Exit(2) from None
     if current.stopped or not current.healthy:
         console.print(
-            f"[red]the local stack in {stack.home} is not running healthy: see `sluice status`, `sluice up`[/]"
+            f"[red]the local stack in {escape(str(stack.home))} is not running healthy[/]: see "
+            f"`sluice status{option}`, `sluice up{option}`; for {elsewhere}",
+            soft_wrap=True,
         )
         raise typer.Exit(2)
     config = current.config
@@ -232,11 +279,30 @@ def check(
         bool, typer.Option("--verbose", "-v", help="also print Airflow's log of each import error (tracebacks)")
     ] = False,
 ) -> None:
-    """Import every DAG as TARGET would and report import errors, unknown queues and profiles; exit 1 on any."""
+    """Import every DAG as TARGET would and report import errors, unknown queues and profiles.
+
+    Exit 1 on any problem, and when the folder holds no DAG file or no DAG; exit 2 when DAG_FOLDER does not exist
+    or is not a folder."""
     import os
 
     from sluice import checks, embedded
 
+    if not dag_folder.exists():
+        console.print(
+            f"[red]{escape(str(dag_folder))} does not exist[/]: name the folder holding the DAG files", soft_wrap=True
+        )
+        raise typer.Exit(2)
+    if not dag_folder.is_dir():
+        console.print(
+            f"[red]{escape(str(dag_folder))} is not a folder[/]: `sluice check` takes the folder holding the DAG files",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    if not checks.dag_files(dag_folder):
+        console.print(
+            f"[red]no DAG files ({checks.DAG_FILES}) in {escape(str(dag_folder))}[/]: nothing to check", soft_wrap=True
+        )
+        raise typer.Exit(1)
     if not verbose:
         os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "CRITICAL"  # each problem is printed below, in one line
     embedded.configure(dags_folder=dag_folder)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, XComNotFound
 
 from sluice import artifacts
 from sluice.cache import CachePlan, StepCache, cache_key
@@ -244,11 +244,26 @@ class MLStepOperator(BaseOperator):
             self.log.info("metric %s = %s", name, value)
         return result
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render as any operator; an input whose upstream step ended without producing it (it failed, or never ran:
+        a step with trigger rule ``all_done`` runs after such an upstream) fails this task without retries: the
+        upstream is done, so a retry reads the same nothing."""
+        try:
+            super().render_template_fields(context, jinja_env)
+        except XComNotFound as exc:
+            names = [name for name, value in self.inputs.items() if _reads(value, exc.task_id, exc.key)]
+            which = f"input {names[0]!r}" if names else f"output {exc.key!r} of {exc.task_id}"
+            raise AirflowFailException(
+                f"{which}: {exc.task_id} produced nothing (no {exc.key!r} output: it failed or did not run), so this "
+                "step has nothing to run on; not retried"
+            ) from None
+
     def _resolved_inputs(self) -> dict[str, str | list[str]]:
         """Input name → URI; or → list of URIs for a fan-in from mapped steps (``mapped.output[name]``, or
         a list of several such outputs, flattened).
 
-        A fan-in holds the outputs of the mapped instances that succeeded (a failed instance pushed none).
+        A fan-in holds the outputs of the mapped instances that succeeded (a failed instance pushed none); one that
+        holds none fails the task without retries (the upstream is done: a retry finds the same nothing).
         """
         resolved: dict[str, str | list[str]] = {}
         for name, value in self.inputs.items():
@@ -259,10 +274,15 @@ class MLStepOperator(BaseOperator):
                 for item in [value[i] for i in range(len(value))]:
                     many = isinstance(item, Sequence) and not isinstance(item, str | bytes)
                     uris.extend([item[i] for i in range(len(item))] if many else [item])
-                if not uris or not all(isinstance(uri, str) and uri for uri in uris):
+                if not uris:
+                    raise AirflowFailException(
+                        f"input {name!r}: its upstream produced nothing (every mapped instance it gathers failed, or "
+                        "none ran), so there is nothing to pick from; not retried"
+                    )
+                if not all(isinstance(uri, str) and uri for uri in uris):
                     raise AirflowException(
-                        f"input {name!r} resolved to {uris!r}; a fan-in input needs at least one artifact URI "
-                        "(did every mapped upstream instance fail?)"
+                        f"input {name!r} resolved to {uris!r}; a fan-in input needs artifact URIs (upstream "
+                        f"steps' outputs, upstream.output['{name}'])"
                     )
                 resolved[name] = uris
                 continue
@@ -277,3 +297,11 @@ class MLStepOperator(BaseOperator):
     def on_kill(self) -> None:
         if self._launcher is not None:
             self._launcher.on_kill()
+
+
+def _reads(value: Any, task_id: str, key: str) -> bool:
+    """Whether an (unrendered) input reads ``task_id``'s output ``key``: an XComArg, or a list holding one."""
+    if isinstance(value, list | tuple):
+        return any(_reads(item, task_id, key) for item in value)
+    operator, found = getattr(value, "operator", None), getattr(value, "key", None)
+    return getattr(operator, "task_id", None) == task_id and found == key

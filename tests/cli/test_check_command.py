@@ -135,3 +135,52 @@ def test_without_target_the_chart_is_checked_and_the_output_says_so(tmp_path: Pa
     result = run_check(folder, tmp_path / "home")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every queue and profile exists for target chart" in result.stdout
+
+
+# A CI hook with a typo in its path must not pass: a missing folder or a file is a usage error (2), a folder with
+# no DAG file is a failed check (1); neither prints ✓. All three stop before Airflow is imported (fast).
+def test_a_missing_folder_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "dgas"
+    result = run_check(missing, tmp_path / "home")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, output
+    assert str(missing) in output and "does not exist" in output
+    assert "✓" not in output
+
+
+def test_a_file_instead_of_a_folder_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    dag_file = tmp_path / "good.py"
+    dag_file.write_text(GOOD)
+    result = run_check(dag_file, tmp_path / "home")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, output
+    assert str(dag_file) in output and "not a folder" in output
+    assert "✓" not in output
+
+
+def test_a_folder_without_dag_files_fails_naming_it(tmp_path: Path) -> None:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "README.md").write_text("no DAGs here")
+    result = run_check(folder, tmp_path / "home")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1, output
+    assert f"no DAG files (*.py or *.zip) in {folder}" in output
+    assert "✓" not in output
+
+
+def test_the_help_says_which_exit_code_means_what() -> None:
+    from sluice.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["check", "--help"], env={"COLUMNS": "200"})
+    help_text = " ".join(result.output.split()).lower()
+    assert "exit 2" in help_text and "exit 1" in help_text, help_text
+
+
+def test_python_files_that_define_no_dag_are_a_problem(tmp_path: Path, airflow_db: Path) -> None:
+    """In-process (`sluice check` runs this after its folder checks): helpers alone are no DAG folder."""
+    from sluice.checks import check_dag_folder
+
+    (tmp_path / "helpers.py").write_text("def feature(x):\n    return x * 2\n")
+    assert check_dag_folder(tmp_path, "CeleryExecutor") == [f"{tmp_path}: no DAGs found (its Python files define none)"]

@@ -105,18 +105,35 @@ def up(
         "(the chart adds KubernetesExecutor; no Kubernetes API here)"
     )
     started = time.monotonic()
+    before = {(p.name, p.pid) for p in stack.running()}  # a stack already running here is not ours to report
     try:
         with console.status("starting") as spinner:
             stack.up(config, progress=lambda msg: _progress(spinner, msg))
     except (StackError, PlatformError) as exc:
         console.print(f"[red]{exc}[/]")
-        console.print("processes started so far keep running: `sluice status`, `sluice down`")
+        left = [p.name for p in stack.running() if (p.name, p.pid) not in before]
+        if left:
+            where = "" if home is None else f" --home {stack.home}"
+            console.print(
+                f"processes started so far keep running ({', '.join(left)}): `sluice status{where}`, "
+                f"`sluice down{where}`",
+                soft_wrap=True,
+            )
         raise typer.Exit(1) from None
     console.print(f"[green]healthy[/] in {time.monotonic() - started:.1f} s")
     _print_status(stack.status())
-    state = stack.state()
+    print_access(stack)
+
+
+def print_access(stack: LocalStack) -> None:
+    """The last lines of `sluice up`: where the UI and REST API are, the login, and how to get a REST API token."""
+    api, password = stack.state().config.api_url, stack.secrets().admin_password
+    console.print(f"UI and REST API: [bold]{api}[/]  login [bold]admin[/] / {escape(password)}")
+    body = escape(f'{{"username": "admin", "password": "{password}"}}')
     console.print(
-        f"UI and REST API: [bold]{state.config.api_url}[/]  login [bold]admin[/] / {stack.secrets().admin_password}"
+        f"REST API token: POST {api}/auth/token with {body}; send its access_token as `Authorization: Bearer <token>` "
+        f"to {api}/api/v2",
+        soft_wrap=True,
     )
     console.print(f"logs: {stack.home / 'logs'}   stop with `sluice down`")
 
@@ -176,6 +193,8 @@ def patch_lines(status: Status) -> list[str]:
 
 
 def _print_status(status: Status) -> None:
+    for problem in status.problems:
+        console.print(f"[red]{escape(problem)}[/]", soft_wrap=True)
     components = Table(title="components")
     for column in ("component", "pid", "health", "restarts", "last exit", "log"):
         components.add_column(column, overflow="fold")
@@ -191,7 +210,7 @@ def _print_status(status: Status) -> None:
         for column in ("file", "error"):
             errors.add_column(column, overflow="fold")
         for path, error in status.import_errors:
-            errors.add_row(path, error)
+            errors.add_row(escape(path), escape(error))
         console.print(errors)
     if status.events:
         events = Table(title="why tries failed or were re-queued (last hour, from the scheduler)")
@@ -218,4 +237,5 @@ def _print_status(status: Status) -> None:
             f"{len(pool.workers)}: {workers}",
             f"{scaling.min_replicas}–{scaling.max_replicas}",
         )
-    console.print(pools)
+    if status.pools or not status.database_problem:
+        console.print(pools)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import psutil
 
+from sluice.checks import error_location
 from sluice.embedded import write_local_settings
 from sluice.platform import Pool
 from sluice.runs import write_demo_data
@@ -50,6 +52,8 @@ STOP_ORDER = (
 )
 # Task-instance events the scheduler records that explain a failed or re-queued try (`sluice status` shows them).
 EVENTS = ("heartbeat timeout", "stuck in queued reschedule", "stuck in queued tries exceeded", "state mismatch")
+BROKER_TIMEOUT = 1.0  # seconds `sluice status` waits for the broker's PING reply
+DB_CONNECT_TIMEOUT = 5  # seconds `sluice status` waits to connect to the metadata database
 
 
 def _quiet(_: str) -> None:
@@ -75,8 +79,9 @@ class ComponentStatus:
     health: str  # healthy | unhealthy | starting | draining | stopped | dead, with a reason after a colon
     log: str
     restarts: int = 0
-    last_exit: str = ""
+    last_exit: str = ""  # how its last run ended: this dead process's exit status when known, else the supervisor's
     patches: dict[str, str] | None = None  # a worker's: patch → active | off | not installed: why
+    exit_status: str = ""  # a dead process's "killed by SIGKILL" / "exit code 1", where it could be known
 
     @property
     def ok(self) -> bool:
@@ -91,16 +96,22 @@ class Status:
     config: StackConfig
     components: list[ComponentStatus]
     pools: list[PoolStatus]
-    import_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, last line of the error)
+    import_errors: list[tuple[str, str]] = field(default_factory=list)  # (file[:line], last line of the error)
     events: list[dict[str, str]] = field(default_factory=list)  # recent EVENTS, newest first
+    broker_problem: str | None = None  # the broker does not answer: one line naming it
+    database_problem: str | None = None  # the metadata database does not answer: one line naming it
 
     @property
     def stopped(self) -> bool:
         return not any(c.alive for c in self.components)
 
     @property
+    def problems(self) -> list[str]:
+        return [p for p in (self.broker_problem, self.database_problem) if p]
+
+    @property
     def healthy(self) -> bool:
-        return not self.stopped and all(c.ok for c in self.components)
+        return not self.stopped and not self.problems and all(c.ok for c in self.components)
 
 
 class LocalStack:
@@ -362,32 +373,90 @@ class LocalStack:
     def status(self) -> Status:
         state = self.state()
         config = state.config
+        alive = {proc.name: proc.alive() for proc in state.procs}
+        # Workers are reached through the broker: when it does not answer, no ping can tell anything about them.
+        broker_problem = self._broker_problem(config.broker_url) if any(alive.values()) else None
         api = state.find("api-server")
         health = self._api_health(config, api)
-        pongs = self._pings([p.extra["worker"] for p in state.workers() if p.alive()])
+        live_workers = [p.extra["worker"] for p in state.workers() if alive[p.name]]
+        pongs = set() if broker_problem else self._pings(live_workers)
+        exits = self._exit_statuses([proc for proc in state.procs if not alive[proc.name]])
         components = []
         for proc in state.procs:
-            alive = proc.alive()
-            if not alive:
+            if not alive[proc.name]:
                 verdict = "dead" if not proc.extra.get("draining") else "stopped: drained"
             elif proc.kind in CORE:
                 verdict = health.get(proc.kind, "starting")
             elif proc.kind == "worker":
-                verdict = "healthy" if proc.extra["worker"] in pongs else "starting: no ping reply yet"
                 if proc.extra.get("draining"):
                     verdict = "draining: warm shutdown"
+                elif broker_problem:
+                    verdict = "waiting: on the broker, which does not answer"
+                else:
+                    verdict = "healthy" if proc.extra["worker"] in pongs else "starting: no ping reply yet"
+            elif proc.kind == "redis" and broker_problem:
+                verdict = "unhealthy: no reply to PING"
             else:
                 verdict = "healthy"
             restarts, last_exit = int(proc.extra.get("restarts", 0)), str(proc.extra.get("last_exit", ""))
+            exit_status = exits.get(proc.name, "")
             components.append(
-                ComponentStatus(proc.name, proc.kind, proc.pid, alive, verdict, proc.log, restarts, last_exit)
+                ComponentStatus(
+                    proc.name,
+                    proc.kind,
+                    proc.pid,
+                    alive[proc.name],
+                    verdict,
+                    proc.log,
+                    restarts,
+                    exit_status or last_exit,
+                    exit_status=exit_status,
+                )
             )
-            if alive and proc.kind == "worker":
+            if alive[proc.name] and proc.kind == "worker":
                 components[-1].patches = self.worker_patches(proc)
         if not any(c.alive for c in components):
             return Status(config, components, [])
+        import sqlalchemy as sa
+
         import_errors, events = self._dag_problems(config)
-        return Status(config, components, self.pool_status(state), import_errors, events)
+        try:
+            pools, database_problem = self.pool_status(state), None
+        except sa.exc.OperationalError as exc:  # cannot connect (a query that fails still raises)
+            pools, database_problem = [], _database_problem(config.db_url, exc)
+        return Status(config, components, pools, import_errors, events, broker_problem, database_problem)
+
+    @staticmethod
+    def _broker_problem(url: str) -> str | None:
+        """None when the broker answers a Redis PING within ``BROKER_TIMEOUT``, else one line naming it."""
+        import redis
+
+        try:
+            client = redis.Redis.from_url(url, socket_connect_timeout=BROKER_TIMEOUT, socket_timeout=BROKER_TIMEOUT)
+            try:
+                if client.ping():
+                    return None
+                why = "no PONG"
+            finally:
+                client.close()
+        except (redis.RedisError, OSError, ValueError) as exc:
+            why = _first_line(exc)
+        return (
+            f"broker {_redacted(url)} does not answer a PING within {BROKER_TIMEOUT:g} s ({why}): workers cannot be "
+            "reached through it, and no task reaches a worker until it answers"
+        )
+
+    def _exit_statuses(self, dead: list[Proc]) -> dict[str, str]:
+        """How each dead process ended, where that can be known (``exit_status``); newly learnt ones are kept in
+        the stack's record, since a process's exit status can be collected only once, by its parent."""
+        found = {proc.name: status for proc in dead if (status := exit_status(proc))}
+        learnt = {(p.name, p.pid): found[p.name] for p in dead if p.name in found and not p.extra.get("exit_status")}
+        if learnt:
+            with self.state_file.editing() as state:
+                for proc in state.procs:
+                    if (proc.name, proc.pid) in learnt:
+                        proc.extra["exit_status"] = learnt[proc.name, proc.pid]
+        return found
 
     def _dag_problems(self, config: StackConfig) -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
         """DAG files that do not import, and the scheduler's recent explanations of failed or re-queued tries
@@ -407,7 +476,7 @@ class LocalStack:
             return [], []
         finally:
             engine.dispose()
-        import_errors = [(f, (trace or "").strip().splitlines()[-1] if trace else "") for f, trace in errors]
+        import_errors = [error_location(f, trace or "") for f, trace in errors]
         events = [
             {
                 "when": f"{row.dttm:%H:%M:%S}",
@@ -486,7 +555,8 @@ class LocalStack:
             status = self.status()
             dead = [c for c in status.components if not c.alive and c.kind != "worker"]
             if dead:
-                raise StackError(f"{dead[0].name} exited during start-up; see {dead[0].log}")
+                how = f" ({dead[0].exit_status})" if dead[0].exit_status else ""
+                raise StackError(f"{dead[0].name} exited during start-up{how}; see {dead[0].log}")
             waiting = [
                 c
                 for c in status.components
@@ -563,8 +633,57 @@ def celery_hostname(worker: str) -> str:
     return f"{worker}@{socket.gethostname()}"
 
 
+def exit_status(proc: Proc) -> str | None:
+    """How a component's process ended ("killed by SIGKILL", "exit code 1") where that can be known: recorded in
+    the stack's record, or collected now because this process is its parent and it has not been reaped yet (``sluice
+    up`` for what it started, while it runs; the supervisor for what it restarted). None otherwise: a process's exit
+    status goes to its parent only."""
+    recorded = proc.extra.get("exit_status")
+    if recorded:
+        return str(recorded)
+    try:
+        ended = psutil.Process(proc.pid)
+        if abs(ended.create_time() - proc.create_time) > 0.05 or ended.status() != psutil.STATUS_ZOMBIE:
+            return None
+        # A multi-threaded process shows as a zombie while its other threads still end: collectable moments later.
+        for _ in range(50):
+            pid, wait_status = os.waitpid(proc.pid, os.WNOHANG)
+            if pid:
+                return describe_wait_status(wait_status)
+            time.sleep(0.01)
+    except (psutil.Error, OSError):  # gone (reaped by its parent), or not our child (ChildProcessError)
+        return None
+    return None
+
+
+def describe_wait_status(wait_status: int) -> str:
+    """A wait status (``os.waitpid``) in words: "killed by SIGKILL", "exit code 1"."""
+    if os.WIFSIGNALED(wait_status):
+        number = os.WTERMSIG(wait_status)
+        try:
+            return f"killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"killed by signal {number}"
+    if os.WIFEXITED(wait_status):
+        return f"exit code {os.WEXITSTATUS(wait_status)}"
+    return f"wait status {wait_status}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def _database_problem(url: str, exc: Exception) -> str:
+    return (
+        f"metadata database {_redacted(url)} does not answer ({_first_line(exc)}): nothing can be scheduled or "
+        "recorded, and the pools' queued and running tasks are unknown"
+    )
+
+
 def _engine(url: str) -> Any:
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
-    return sa.create_engine(url, poolclass=NullPool)
+    connect_args = {"connect_timeout": DB_CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
+    return sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sluice.stack.local import CORE, LocalStack
+from sluice.stack.local import CORE, LocalStack, exit_status
 from sluice.stack.processes import Proc, last_line
 
 log = logging.getLogger("sluice.supervisor")
@@ -56,6 +56,13 @@ class Supervisor:
         """Restart every supervised component that died and whose back-off has passed; returns their names."""
         restarted = []
         state = self.stack.state()
+        # Every death's reason first: starting a process (subprocess.Popen) collects other dead children's exit
+        # statuses as it goes, so a reason read after a restart in this same pass could have lost its status.
+        for proc in state.procs:
+            watched = proc.kind in SUPERVISED and not (proc.extra.get("draining") or proc.extra.get("restarting"))
+            if watched and proc.name not in self.deaths and not proc.alive():
+                self.deaths[proc.name] = Death(now, self._reason(proc))
+                log.warning("%s (pid %s) died: %s", proc.name, proc.pid, self.deaths[proc.name].reason)
         for proc in state.procs:
             if proc.kind not in SUPERVISED or proc.extra.get("draining") or proc.extra.get("restarting"):
                 continue
@@ -97,7 +104,10 @@ class Supervisor:
 
     @staticmethod
     def _reason(proc: Proc) -> str:
-        said = last_line(proc.log)
+        """How it ended (the exit status, where this process is the one that can collect it) and its last words."""
+        how, said = exit_status(proc), last_line(proc.log)
+        if how:
+            return f"{how}; its log ends: {said}" if said else how
         return f"exited; its log ends: {said}" if said else "exited without a word (killed?)"
 
     def run(self, tick: float = 1.0) -> None:
