@@ -34,12 +34,18 @@ from sluice.quantity import parse_quantity
 PLATFORM_VERSION = 1
 # What the chart's values.schema.json allows, so that a platform file used outside the chart is refused as
 # early, with the field's name (tests/chart/test_platform_parity.py runs one table of bad values through both).
-# A pool name is a DNS label of at most 56 characters: the worker's label is worker-<name>, at most 63.
+# A pool name is a DNS label of at most 56 characters: the worker's label is worker-<name>, at most 63. With KEDA
+# the chart bounds it further by the release's names (keda-hpa-<fullname>-worker-<name>, at most 63): a template
+# `fail`, since the release is not in the platform file.
 POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 POOL_NAME_MAX = 56
 # A queue name is written into the KEDA query's SQL ('...') and `celery --queues a,b`.
 QUEUE_NAME = re.compile(r"^[^'\",\s]+$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+# A GPU's vendor resource is a Kubernetes extended resource name: <domain>/<name>, outside kubernetes.io.
+EXTENDED_RESOURCE = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$"
+)
 PLATFORM_KEYS = ("executor", "routing", "launcher", "artifacts", "stepImages", "poolDefaults", "pools", "profiles")
 
 
@@ -67,6 +73,22 @@ def _quantity(value: Any) -> str:
     raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 1.5Gi)")
 
 
+def _positive(value: str) -> str:
+    """A quantity a step needs some of (a profile's cpu, memory, ephemeral storage): 0 is refused, as by the chart."""
+    if parse_quantity(value) <= 0:
+        raise ValueError(f"{value!r} is zero; a step needs some of it: give a quantity above 0 (e.g. 500m, 1Gi)")
+    return value
+
+
+def _extended_resource(value: str | None) -> str | None:
+    if value and (not EXTENDED_RESOURCE.match(value) or "kubernetes.io/" in value or value.startswith("requests.")):
+        raise ValueError(
+            f"{value!r} is not an extended resource name: use the vendor's <domain>/<name> (outside kubernetes.io), "
+            "e.g. nvidia.com/gpu or amd.com/gpu"
+        )
+    return value
+
+
 def _queue_name(value: str) -> str:
     if not QUEUE_NAME.match(value):
         raise ValueError(
@@ -79,6 +101,7 @@ def _queue_name(value: str) -> str:
 Integer = Annotated[int, BeforeValidator(_json_integer)]
 Quantity = Annotated[str, BeforeValidator(_quantity)]
 QueueName = Annotated[str, AfterValidator(_queue_name)]
+PositiveQuantity = Annotated[str, BeforeValidator(_quantity), AfterValidator(_positive)]
 ResourceList = dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity]
 
 
@@ -178,7 +201,7 @@ class Pool(PoolSettings):
 
 class Gpu(_Model):
     count: Integer = Field(0, ge=0)
-    resource: str | None = None
+    resource: Annotated[str | None, AfterValidator(_extended_resource)] = Field(None, max_length=253)
 
     @model_validator(mode="after")
     def _resource_named(self) -> Gpu:
@@ -190,9 +213,9 @@ class Gpu(_Model):
 class Profile(_Model):
     """Resources a step gets, as a pod on the cluster and as a local process on a laptop."""
 
-    cpu: Quantity = "1"
-    memory: Quantity = "1Gi"
-    ephemeral_storage: Quantity | None = None
+    cpu: PositiveQuantity = "1"
+    memory: PositiveQuantity = "1Gi"
+    ephemeral_storage: PositiveQuantity | None = None
     gpu: Gpu = Field(default_factory=Gpu)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)

@@ -34,14 +34,24 @@ def render_chart(
     values_files: list[Path] | None = None,
     name: str = "sluice",
     namespace: str = "ml",
+    kubeconfig: Path | None = None,
+    upgrade: bool = False,
 ) -> list[dict[str, Any]]:
+    """`upgrade` renders with .Release.IsUpgrade; `kubeconfig` names an API server that answers the chart's
+    `lookup` calls (tests.chart.lookup_api: what an upgrade finds in the cluster), else every lookup is empty."""
     cmd = [helm(), "template", name, str(CHART), "--namespace", namespace]
+    env = None
+    if upgrade:
+        cmd.append("--is-upgrade")
+    if kubeconfig is not None:
+        cmd += ["--dry-run=server", "--disable-openapi-validation"]
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     for path in values_files or []:
         cmd += ["--values", str(path)]
     cmd += ["--values", "-"]  # the test's own values last: they override the files it names
     for template in show_only or []:
         cmd += ["--show-only", template]
-    proc = subprocess.run(cmd, input=yaml.safe_dump(values or {}), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, input=yaml.safe_dump(values or {}), capture_output=True, text=True, timeout=60, env=env)
     if proc.returncode != 0:
         raise RenderError(proc.stderr.strip())
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]

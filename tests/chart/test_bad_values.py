@@ -67,6 +67,10 @@ CASES = {
         'logs.remote: the remote log folder "/data/artifacts/logs" is not an object-store URL',
     ),
     "a pool name too long for its worker label": ({"pools": [{"name": "p" * 57, "queues": ["q"]}]}, "/pools/0/name"),
+    "a pool name too long for the HPA KEDA creates": (
+        {"pools": [{"name": "p" * 45, "queues": ["q"]}]},
+        f'the HPA KEDA creates for this pool would be named "keda-hpa-sluice-worker-{"p" * 45}" (68 characters)',
+    ),
     "a typo under a pool's resources.limits": (
         {"pools": [{**POOL, "resources": {"limits": {"memroy": "2Gi"}}}]},
         "additional properties 'memroy' not allowed",
@@ -87,6 +91,13 @@ CASES = {
         {"pools": [{**POOL, "terminationGracePeriodSeconds": 0, "maxTaskDurationSeconds": 60}]},
         "terminationGracePeriodSeconds (0) is shorter than maxTaskDurationSeconds (60)",
     ),
+    "an env item without a name": ({"env": [{"value": "x"}]}, "/env/0"),
+    "a GPU resource that is not an extended resource name": (
+        {"profiles": {"g": {"gpu": {"count": 1, "resource": "nvidia gpu!"}}}},
+        "/profiles/g/gpu/resource",
+    ),
+    "a zero profile cpu": ({"profiles": {"x": {"cpu": 0}}}, "/profiles/x/cpu"),
+    "an empty ingress host": ({"ingress": {"host": ""}}, "/ingress/host"),
     "a parallelism below the pools' slots": (
         {"scheduler": {"parallelism": 53}},
         "scheduler.parallelism (53) is below the derived 54",

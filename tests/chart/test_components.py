@@ -188,3 +188,59 @@ def test_bundled_images_use_their_own_pull_policy() -> None:
             else:
                 assert container["imagePullPolicy"] == "IfNotPresent", (name, container["name"])
     assert seen == set(BUNDLED_IMAGES)
+
+
+def pod_template(docs: list[dict]) -> dict:
+    """The KubernetesExecutor's pod template, as the scheduler reads it."""
+    return yaml.safe_load(get(docs, "ConfigMap", "sluice-platform")["data"]["pod_template.yaml"])
+
+
+# Labels Argo CD tracks its applications' resources by (application.instanceLabelKey: the first is the default).
+ARGO_CD_TRACKING_LABELS = {"app.kubernetes.io/instance", "argocd.argoproj.io/instance"}
+
+
+def test_kubernetes_executor_task_pods_carry_no_argo_cd_tracking_label(default_docs) -> None:
+    """A task pod has no owner: with the release's tracking label Argo CD takes it for a resource of its application
+    that git does not hold, and prune deletes it mid-run. Sluice's own labels still select it."""
+    labels = pod_template(default_docs)["metadata"]["labels"]
+    assert not ARGO_CD_TRACKING_LABELS & set(labels), labels
+    assert labels["sluice.io/release"] == "sluice" and labels["app.kubernetes.io/component"] == "kubernetes-task"
+
+
+def test_step_pods_carry_no_argo_cd_tracking_label() -> None:
+    """The kubernetes launcher labels step pods itself; nothing the chart renders adds a tracking label."""
+    from tests.chart.test_network_flows import step_pod_labels
+
+    assert not ARGO_CD_TRACKING_LABELS & set(step_pod_labels())
+
+
+def in_namespace(docs: list[dict], kind: str, name: str, namespace: str) -> dict:
+    found = [
+        d for d in by_kind(docs, kind) if (d["metadata"]["name"], d["metadata"].get("namespace")) == (name, namespace)
+    ]
+    assert found, f"no {kind} {name} in {namespace}"
+    return found[0]
+
+
+def test_a_launcher_namespace_gets_the_step_account_and_the_workers_rights_to_launch_pods_there() -> None:
+    """Step pods run in launcher.namespace: without a Role bound to the workers there, the first step gets 403."""
+    docs = render_chart({"launcher": {"namespace": "ml-steps"}}, show_only=["templates/rbac.yaml"])
+    account = in_namespace(docs, "ServiceAccount", "sluice-step", "ml-steps")
+    assert account["automountServiceAccountToken"] is False
+    role = in_namespace(docs, "Role", "sluice-pod-launcher", "ml-steps")
+    pods = next(r for r in role["rules"] if r["resources"] == ["pods"])
+    assert {"create", "get", "watch", "delete"} <= set(pods["verbs"])
+    binding = in_namespace(docs, "RoleBinding", "sluice-pod-launcher", "ml-steps")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "sluice-pod-launcher",
+    }
+    assert {"kind": "ServiceAccount", "name": "sluice-worker", "namespace": "ml"} in binding["subjects"]
+
+
+def test_the_release_namespace_as_launcher_namespace_renders_nothing_elsewhere() -> None:
+    for namespace in ("", "ml"):
+        docs = render_chart({"launcher": {"namespace": namespace}}, show_only=["templates/rbac.yaml"])
+        assert {d["metadata"].get("namespace", "ml") for d in docs} == {"ml"}
+        assert [d["metadata"]["name"] for d in by_kind(docs, "ServiceAccount")].count("sluice-step") == 1

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.chart.render import by_kind, containers, env_of, render_chart
+import base64
+import copy
+
+from tests.chart.lookup_api import LookupApi
+from tests.chart.render import by_kind, containers, env_of, get, render_chart
 
 SHOW = ["templates/jobs.yaml"]
 
@@ -57,7 +61,8 @@ def test_completed_jobs_are_kept_not_deleted_and_recreated() -> None:
 
 def test_job_names_fit_the_job_name_label() -> None:
     long_release = "a-release-name-that-is-quite-long-indeed-x"
-    for job in jobs(name=long_release).values():
+    # Without KEDA: its HPA names (keda-hpa-<fullname>-worker-<pool>) leave such a release pools of 6 characters.
+    for job in jobs({"keda": {"enabled": False}}, name=long_release).values():
         assert len(job["metadata"]["name"]) <= 63, job["metadata"]["name"]
 
 
@@ -92,3 +97,55 @@ def test_the_admin_job_reads_an_existing_password_secret() -> None:
 
 def test_admin_user_job_is_optional() -> None:
     assert sorted(jobs({"createUserJob": {"enabled": False}})) == ["sluice-migrate"]
+
+
+def admin_job(docs: list[dict]) -> str:
+    return next(d["metadata"]["name"] for d in by_kind(docs, "Job") if "-create-user-" in d["metadata"]["name"])
+
+
+def with_password(secret: dict, password: str) -> dict:
+    """The Secret as a user leaves it after `kubectl edit`/`apply` with a new password."""
+    changed = copy.deepcopy(secret)
+    changed["data"]["password"] = base64.b64encode(password.encode()).decode()
+    return changed
+
+
+def test_an_upgrade_that_finds_the_admin_secret_unchanged_keeps_the_admin_jobs_name(tmp_path) -> None:
+    install = render_chart()
+    with LookupApi.for_render(install) as api:
+        api.store(get(install, "Secret", "sluice-admin"))
+        upgrade = api.render(tmp_path)
+    assert get(upgrade, "Secret", "sluice-admin")["data"] == get(install, "Secret", "sluice-admin")["data"]
+    assert admin_job(upgrade) == admin_job(install)
+
+
+def test_a_changed_admin_password_renames_the_admin_job_so_it_runs_again(tmp_path) -> None:
+    """values.yaml, NOTES.txt and docs/operations.md: change the Secret's password and upgrade to rotate it."""
+    install = render_chart()
+    with LookupApi.for_render(install) as api:
+        api.store(with_password(get(install, "Secret", "sluice-admin"), "a-new-admin-password"))
+        rotated, again = api.render(tmp_path), api.render(tmp_path)
+    assert admin_job(rotated) != admin_job(install)
+    assert admin_job(again) == admin_job(rotated), "an unchanged upgrade after the rotation runs nothing again"
+
+
+def test_an_admin_secret_generated_again_on_upgrade_renames_the_admin_job() -> None:
+    """The Secret was deleted: the upgrade generates a new password, which only a new Job run sets."""
+    assert admin_job(render_chart(upgrade=True)) != admin_job(render_chart())
+
+
+def test_a_changed_password_in_a_named_secret_renames_the_admin_job(tmp_path) -> None:
+    values = {"createUserJob": {"passwordSecretName": "my-admin"}}
+    mine = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "my-admin"}, "data": {}}
+    install = render_chart(values)
+    with LookupApi.for_render(install) as api:
+        api.store(with_password(mine, "first-password"))
+        first, again = api.render(tmp_path, values), api.render(tmp_path, values)
+        api.store(with_password(api.secrets[("ml", "my-admin")], "second-password"))
+        second = api.render(tmp_path, values)
+    assert admin_job(again) == admin_job(first)
+    assert admin_job(second) != admin_job(first)
+
+
+def test_a_new_admin_username_renames_the_admin_job() -> None:
+    assert admin_job(render_chart({"createUserJob": {"username": "ops"}})) != admin_job(render_chart())

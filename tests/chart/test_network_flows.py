@@ -117,6 +117,15 @@ def endpoints(values: dict[str, Any], keda_namespace: str = "keda") -> dict[str,
     names += [c for c in ("postgresql", "redis") if values[c]["enabled"]]
     names += ["statsd"] if values["metrics"]["enabled"] else []
     eps = {name: component(name) for name in names}
+    # KubernetesExecutor task pods carry no app.kubernetes.io/instance (Argo CD would prune them), but their release.
+    eps["kubernetes-task"] = Endpoint.of(
+        NS,
+        {
+            "app.kubernetes.io/name": "sluice",
+            "app.kubernetes.io/component": "kubernetes-task",
+            "sluice.io/release": RELEASE,
+        },
+    )
     eps.update(
         {
             "keda-operator": Endpoint.of(keda_namespace, {"app": "keda-operator"}),
@@ -274,3 +283,14 @@ def test_moved_log_server_ports_are_the_ones_the_api_server_reads_and_the_polici
     # The api-server builds a log URL from its own config, not from the worker's.
     assert env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "18793"
     assert env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == "18794"
+
+
+def test_kubernetes_task_pods_without_the_instance_label_keep_their_policies(tmp_path: Path) -> None:
+    """They lost app.kubernetes.io/instance (Argo CD's tracking label), not their place: they reach what the
+    release's pods reach, and nothing reaches them."""
+    reach = [Flow("kubernetes-task", "postgresql", 5432), Flow("kubernetes-task", "redis", 6379)]
+    reach.append(Flow("kubernetes-task", "statsd", 9125, "UDP"))
+    closed = [Flow("api-server", "kubernetes-task", 8793), Flow("other-namespace", "kubernetes-task", 8793)]
+    result = analyse(tmp_path, [], also=(*reach, *closed))
+    assert [f for f in reach if not result.verdicts[f].allowed_all] == []
+    assert [f for f in closed if result.verdicts[f].allowed_any] == []

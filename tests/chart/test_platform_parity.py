@@ -146,6 +146,19 @@ BAD = {
         "profiles.x.gpu.count",
     ),
     "a GPU count without a resource name": (profile(gpu={"count": 1}), "profiles.x.gpu"),
+    "a zero profile cpu": (profile(cpu=0), "profiles.x.cpu"),
+    "a zero profile cpu in millicores": (profile(cpu="0m"), "profiles.x.cpu"),
+    "a zero profile memory": (profile(memory="0.0Gi"), "profiles.x.memory"),
+    "a zero profile ephemeral storage": (profile(ephemeralStorage=0), "profiles.x.ephemeralStorage"),
+    "a GPU resource that is not an extended resource name": (
+        profile(gpu={"count": 1, "resource": "nvidia gpu!"}),
+        "profiles.x.gpu.resource",
+    ),
+    "a GPU resource without a domain": (profile(gpu={"count": 1, "resource": "gpu"}), "profiles.x.gpu.resource"),
+    "a GPU resource in the kubernetes.io domain": (
+        profile(gpu={"count": 1, "resource": "kubernetes.io/gpu"}),
+        "profiles.x.gpu.resource",
+    ),
     "an unknown profile field": (profile(memroy="1Gi"), "profiles.x.memroy"),
     "a zero profile timeout": (profile(timeoutSeconds=0), "profiles.x.timeoutSeconds"),
     "a number in a profile nodeSelector": (profile(nodeSelector={"disk": 1}), "profiles.x.nodeSelector.disk"),
@@ -156,7 +169,8 @@ BAD = {
 GOOD = {
     "a minimal pool": {"pools": [P]},
     "queues with dots, colons, slashes and underscores": {"pools": [{"name": "p", "queues": ["ml.train:v2", "a/b_c"]}]},
-    "a pool name of 56 characters": pool(name="p" * 56),
+    "a pool name of 56 characters without KEDA": {**pool(name="p" * 56), "keda": {"enabled": False}},
+    "a pool name of 40 characters with KEDA": pool(name="p" * 40),
     "explicit zeros and false": pool(
         terminationGracePeriodSeconds=0, autoscaling={"enabled": False, "minReplicas": 0, "cooldownPeriod": 0}
     ),
@@ -185,6 +199,9 @@ GOOD = {
         timeoutSeconds=60,
     ),
     "a GPU count of zero with no resource": profile(gpu={"count": 0}),
+    "a GPU count of zero with an empty resource": profile(gpu={"count": 0, "resource": ""}),
+    "GPU resources of other vendors": profile(gpu={"count": 1, "resource": "gpu.intel.com/i915"}),
+    "small positive profile quantities": profile(cpu="0.1", memory="0.5Gi", ephemeralStorage="1m"),
 }
 
 

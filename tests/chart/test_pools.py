@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sluice.platform import Pool
 from sluice.scaling import pool_load_sql
 
-from tests.chart.render import REPO, env_of, get, render_chart
+from tests.chart.render import REPO, RenderError, env_of, get, render_chart
 
 SHOW = ["templates/workers.yaml"]
 
@@ -147,6 +148,45 @@ def test_an_explicit_zero_grace_period_stays_zero() -> None:
 
 def test_a_pool_name_of_56_characters_keeps_its_component_label_within_63() -> None:
     name = "p" * 56
-    deployment = worker(render_chart({"pools": [{"name": name, "queues": ["q"]}]}, show_only=SHOW), name)
+    values = {"pools": [{"name": name, "queues": ["q"]}], "keda": {"enabled": False}}
+    deployment = worker(render_chart(values, show_only=SHOW), name)
     component = deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
     assert component == f"worker-{name}" and len(component) == 63
+
+
+def keda_hpa_names(docs: list[dict]) -> list[str]:
+    """The HPA KEDA creates for each ScaledObject is `keda-hpa-<ScaledObject name>`; its webhook refuses one over 63."""
+    return [f"keda-hpa-{d['metadata']['name']}" for d in docs if d["kind"] == "ScaledObject"]
+
+
+def test_a_pool_whose_keda_hpa_name_would_pass_63_is_refused_with_the_name_and_the_fix() -> None:
+    name = "p" * 45
+    with pytest.raises(RenderError) as refused:
+        render_chart({"pools": [{"name": name, "queues": ["q"]}]}, show_only=SHOW)
+    message = str(refused.value)
+    assert f"pools[0] ({name})" in message
+    assert f'"keda-hpa-sluice-worker-{name}" (68 characters)' in message
+    assert "at most 40 characters" in message and "release name" in message and "fullnameOverride" in message
+
+
+def test_the_longest_pool_name_follows_the_release_name() -> None:
+    release = "r" * 21  # the objects are named <release>-sluice-...: 28 characters before -worker-<pool>
+    longest = render_chart({"pools": [{"name": "p" * 18, "queues": ["q"]}]}, show_only=SHOW, name=release)
+    assert [len(n) for n in keda_hpa_names(longest)] == [63]
+    with pytest.raises(RenderError, match="at most 18 characters"):
+        render_chart({"pools": [{"name": "p" * 19, "queues": ["q"]}]}, show_only=SHOW, name=release)
+
+
+def test_a_long_pool_name_fits_without_keda_or_without_autoscaling() -> None:
+    """No ScaledObject, no keda-hpa-... name: only the worker label (56 characters) bounds the pool name."""
+    name = "p" * 56
+    render_chart({"pools": [{"name": name, "queues": ["q"]}], "keda": {"enabled": False}}, show_only=SHOW)
+    pools = [{"name": name, "queues": ["q"], "autoscaling": {"enabled": False}}]
+    assert worker(render_chart({"pools": pools}, show_only=SHOW), name)
+
+
+def test_fullname_override_names_the_objects_and_makes_room_for_a_longer_pool() -> None:
+    name = "p" * 45
+    docs = render_chart({"fullnameOverride": "s", "pools": [{"name": name, "queues": ["q"]}]})
+    assert keda_hpa_names(docs) == [f"keda-hpa-s-worker-{name}"]
+    assert get(docs, "Deployment", "s-scheduler") and get(docs, "ServiceAccount", "s-worker")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import yaml
+
+from tests.chart.lookup_api import LookupApi
 from tests.chart.render import by_kind, containers, env_of, get, pod_specs, render_chart
 
 
@@ -10,15 +13,20 @@ def test_generated_secrets_survive_helm_uninstall_and_upgrade(default_docs) -> N
         assert get(default_docs, "Secret", name)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
-def test_secret_template_reuses_existing_data_through_lookup() -> None:
-    """``helm template`` has no cluster, so lookup returns nothing here: the test pins the template's
-    keep-existing branch textually; the kind suite checks two real upgrades keep the same values."""
-    from tests.chart.render import CHART
-
-    text = (CHART / "templates" / "secrets.yaml").read_text()
-    for key in ("fernet-key", "api-secret-key", "jwt-secret", "password"):
-        assert f'get $old "{key}" | default' in text
-    assert text.count('(lookup "v1" "Secret" .Release.Namespace $name)') == 3
+def test_an_upgrade_keeps_the_data_of_every_generated_secret(tmp_path) -> None:
+    """The upgrade's lookups find the Secrets the install generated (tests.chart.lookup_api answers them as a
+    cluster would) and render the same data; the kind suite checks two real upgrades too."""
+    install = render_chart()
+    generated = [
+        d for d in by_kind(install, "Secret") if "helm.sh/resource-policy" in d["metadata"].get("annotations", {})
+    ]
+    assert {d["metadata"]["name"] for d in generated} == {"sluice-airflow", "sluice-metadata", "sluice-admin"}
+    with LookupApi.for_render(install) as api:
+        for secret in generated:
+            api.store(secret)
+        upgrade = api.render(tmp_path)
+    for secret in generated:
+        assert get(upgrade, "Secret", secret["metadata"]["name"])["data"] == secret["data"], secret["metadata"]["name"]
 
 
 def test_every_render_without_lookup_data_generates_fresh_values() -> None:
@@ -101,3 +109,14 @@ def test_bundled_service_accounts_carry_no_cloud_identity_annotations() -> None:
     for account in by_kind(docs, "ServiceAccount"):
         expected = None if account["metadata"]["name"] in BUNDLED else annotations
         assert account["metadata"].get("annotations") == expected, account["metadata"]["name"]
+
+
+def test_kubernetes_executor_task_pods_run_on_an_account_without_rights_or_token(default_docs) -> None:
+    """Task code on the kubernetes queue is user code: the workers' account would let it create, patch and delete
+    any pod of the namespace."""
+    template = yaml.safe_load(get(default_docs, "ConfigMap", "sluice-platform")["data"]["pod_template.yaml"])
+    assert template["spec"]["serviceAccountName"] == "sluice-kubernetes-task"
+    assert template["spec"]["automountServiceAccountToken"] is False
+    assert get(default_docs, "ServiceAccount", "sluice-kubernetes-task")["automountServiceAccountToken"] is False
+    bound = {s["name"] for binding in by_kind(default_docs, "RoleBinding") for s in binding["subjects"]}
+    assert "sluice-kubernetes-task" not in bound

@@ -1,6 +1,14 @@
-{{/* Names and labels */}}
+{{/* Names and labels. Every object's name starts with the full name: fullnameOverride, else <release>-sluice (or the
+release name alone when it holds "sluice"), at most 40 characters. */}}
 {{- define "sluice.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 40 | trimSuffix "-" }}{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" }}{{- end -}}
+{{- if .Values.fullnameOverride -}}{{ .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 40 | trimSuffix "-" }}{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{/* A pool's worker Deployment, and its ScaledObject or HPA and PDB: <fullname>-worker-<pool>. KEDA names the HPA
+of a ScaledObject keda-hpa-<that name> (at most 63 characters): validate.yaml bounds the pool name with it. */}}
+{{- define "sluice.workerName" -}}
+{{- include "sluice.fullname" .root }}-worker-{{ .pool.name }}
 {{- end -}}
 
 {{- define "sluice.labels" -}}
@@ -15,6 +23,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: sluice
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* KubernetesExecutor task pods: no app.kubernetes.io/instance (nor any other label Argo CD tracks resources by).
+They have no owner, so Argo CD would take a pod with the release's tracking label for a resource of its application
+that git does not hold, and prune it mid-run; sluice.io/release selects them instead. */}}
+{{- define "sluice.kubernetesTaskLabels" -}}
+app.kubernetes.io/name: sluice
+app.kubernetes.io/component: kubernetes-task
+sluice.io/release: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "sluice.image" -}}
