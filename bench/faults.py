@@ -110,7 +110,11 @@ def starts(folder: Path) -> list[dict[str, Any]]:
 
 def sigkill_trial(local: LocalStack, api: AirflowApi, ledger: Path, tasks: int, seconds: float) -> tuple[Ledger, float]:
     run_id = api.trigger("probe_ledger", {"seconds": [seconds] * tasks, "ledger": str(ledger)})
-    running = wait_for(lambda: all_running(api, run_id, tasks), f"{tasks} tasks running")
+    # Every task at work (it wrote its start), not only marked running: a try killed before its start was written
+    # would go uncounted by the overlap check.
+    running = wait_for(
+        lambda: len(starts(ledger)) >= tasks and all_running(api, run_id, tasks), f"{tasks} tasks at work"
+    )
     hosts = [t["hostname"] for t in running]
     busy = max(set(hosts), key=hosts.count)
     proc = next(p for p in local.state().workers() if p.extra["worker"] == busy)
@@ -144,7 +148,7 @@ def down_trial(work: Path, ledger: Path, tasks: int, seconds: float) -> tuple[Le
         )
         local.wait_healthy()
         run_id = api.trigger("probe_ledger", {"seconds": [seconds] * tasks, "ledger": str(ledger)})
-        wait_for(lambda: all_running(api, run_id, tasks), f"{tasks} tasks running")
+        wait_for(lambda: len(starts(ledger)) >= tasks and all_running(api, run_id, tasks), f"{tasks} tasks at work")
         started = time.time()
         local.down()
         return read_ledger(ledger, tasks), time.time() - started
@@ -160,26 +164,22 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-faults-"))
     others = max(1, args.trials // 4)
+
+    def record(fault: str, trial: int, run: Callable[[Path], tuple[Ledger, float]]) -> None:
+        ledger = work / f"{fault}-{trial}"
+        ledger.mkdir()
+        result, seconds = run(ledger)
+        rows.append({"fault": fault, "trial": trial, **result.__dict__, "recovery_s": round(seconds, 1)})
+        print(rows[-1], flush=True)
+
     try:
         with stack(work) as (local, api):
             for trial in range(args.trials):
-                ledger = work / f"sigkill-{trial}"
-                ledger.mkdir()
-                result, recovery = sigkill_trial(local, api, ledger, args.tasks, args.seconds)
-                rows.append({"fault": "sigkill", "trial": trial, **result.__dict__, "recovery_s": round(recovery, 1)})
-                print(rows[-1], flush=True)
+                record("sigkill", trial, lambda ledger: sigkill_trial(local, api, ledger, args.tasks, args.seconds))
             for trial in range(others):
-                ledger = work / f"redis-{trial}"
-                ledger.mkdir()
-                result, recovery = redis_trial(local, api, ledger, args.tasks, args.seconds)
-                rows.append({"fault": "redis", "trial": trial, **result.__dict__, "recovery_s": round(recovery, 1)})
-                print(rows[-1], flush=True)
+                record("redis", trial, lambda ledger: redis_trial(local, api, ledger, args.tasks, args.seconds))
         for trial in range(others):
-            ledger = work / f"down-{trial}"
-            ledger.mkdir()
-            result, took = down_trial(work, ledger, args.tasks, args.seconds)
-            rows.append({"fault": "down", "trial": trial, **result.__dict__, "recovery_s": round(took, 1)})
-            print(rows[-1], flush=True)
+            record("down", trial, lambda ledger: down_trial(work, ledger, args.tasks, args.seconds))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(

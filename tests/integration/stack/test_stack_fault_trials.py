@@ -26,10 +26,13 @@ def trial_stack(pg_server, stack_dags: Path, tmp_path_factory: pytest.TempPathFa
         yield running
 
 
-def busy_worker(stack: Running, run_id: str, tasks: int) -> str:
-    """The worker running the most of the run's tasks, once every task is running."""
+def busy_worker(stack: Running, run_id: str, tasks: int, ledger: Path) -> str:
+    """The worker running the most of the run's tasks, once every task is at work (it wrote its start: a try killed
+    before that would go uncounted by the overlap check)."""
 
     def all_running() -> list[dict] | None:
+        if len(list(ledger.glob("*.jsonl"))) < tasks:
+            return None
         running = [t for t in stack.api.task_instances("probe_ledger", run_id) if t["state"] == "running"]
         return running if len([t for t in running if t["task_id"] == "work"]) == tasks else None
 
@@ -41,7 +44,7 @@ def busy_worker(stack: Running, run_id: str, tasks: int) -> str:
 def test_sigkill_of_a_busy_worker_loses_nothing_and_runs_nothing_twice(trial_stack: Running, tmp_path: Path) -> None:
     seconds = [12.0, 12.0, 12.0]
     run_id = trial_stack.api.trigger("probe_ledger", {"seconds": seconds, "ledger": str(tmp_path)})
-    worker = busy_worker(trial_stack, run_id, len(seconds))
+    worker = busy_worker(trial_stack, run_id, len(seconds), tmp_path)
     proc = trial_stack.worker_proc(worker)
     os.killpg(proc.pid, signal.SIGKILL)  # its main process and its pool; its task processes lead groups of their own
     assert trial_stack.api.wait_for_run("probe_ledger", run_id, RUN_BOUND)["state"] == "success"
@@ -66,7 +69,7 @@ def test_down_lets_the_tasks_of_a_restarted_worker_finish(trial_stack: Running, 
     trial_stack.stack.wait_healthy()
     seconds = [10.0, 10.0]
     run_id = trial_stack.api.trigger("probe_ledger", {"seconds": seconds, "ledger": str(tmp_path)})
-    busy_worker(trial_stack, run_id, len(seconds))
+    busy_worker(trial_stack, run_id, len(seconds), tmp_path)
     started = time.monotonic()
     outcomes = dict(trial_stack.stack.down())
     assert time.monotonic() - started >= 5, "down waited for the running tasks"
