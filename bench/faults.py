@@ -9,7 +9,9 @@ whether an earlier try of the same task was still alive when it started, and its
   its back-off to 0, so trials do not wait out a growing CrashLoopBackOff);
 - ``redis``: SIGKILL to the broker and a restart while tasks wait; recovery = from the restart to the last
   waiting task's start (one wave when every slot takes a task at once);
-- ``down``: `sluice down` while tasks run on a worker the supervisor restarted (a fresh stack each such trial).
+- ``down``: `sluice down` while tasks run on a worker the supervisor restarted (a fresh stack each such trial);
+- ``untied``: the ``sigkill`` trial on a stack whose workers lack ``sluice.worker.task_lifetime`` — the comparison
+  column, what Airflow does on its own (the killed tries run on to their end beside their retries).
 
 Run: `.venv/bin/python bench/faults.py --trials 20` (make bench-faults). Uses PostgreSQL on 127.0.0.1:5432 (its
 own database) and starts its own Redis. Prints one row per trial and the totals; exits 1 if any task was lost,
@@ -58,8 +60,29 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 300) -> A
     raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+UNTIED_CONFIG = """# Written by bench/faults.py: Sluice's Celery config without the task-lifetime tie.
+from sluice.worker.celery_config import CELERY_CONFIG as TIED
+
+CELERY_CONFIG = {
+    **TIED,
+    "imports": tuple(name for name in TIED["imports"] if name != "sluice.worker.task_lifetime"),
+}
+"""
+
+
+def untied_env(work: Path) -> dict[str, str]:
+    """Airflow settings for workers whose task processes are not tied to them: the comparison column."""
+    module = work / "untied" / "sluice_bench_untied.py"
+    module.parent.mkdir(parents=True, exist_ok=True)
+    module.write_text(UNTIED_CONFIG)
+    return {
+        "PYTHONPATH": str(module.parent),
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "sluice_bench_untied.CELERY_CONFIG",
+    }
+
+
 @contextmanager
-def stack(work: Path) -> Iterator[tuple[LocalStack, AirflowApi]]:
+def stack(work: Path, extra_env: dict[str, str] | None = None) -> Iterator[tuple[LocalStack, AirflowApi]]:
     dags = work / "dags"
     dags.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROBES, dags / PROBES.name)
@@ -72,7 +95,7 @@ def stack(work: Path) -> Iterator[tuple[LocalStack, AirflowApi]]:
         platform_file=str(PLATFORM),
         api_port=free_port(),
         autoscale=False,
-        airflow_env=TEST_RECOVERY,
+        airflow_env={**TEST_RECOVERY, **(extra_env or {})},
         # Each trial kills the worker: without this the supervisor's CrashLoopBackOff (10, 20, 40 ... 300 s) would
         # grow over the trials and become what they measure.
         restart_backoff_seconds=0,
@@ -159,11 +182,17 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20, help="SIGKILL trials (and a quarter as many of the others)")
     parser.add_argument("--tasks", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="each task's work")
+    parser.add_argument(
+        "--untied-trials",
+        type=int,
+        default=3,
+        help="SIGKILL trials on workers without the task-lifetime tie (sluice.worker.task_lifetime), side by side",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-faults-"))
-    others = max(1, args.trials // 4)
+    others = args.trials // 4
 
     def record(fault: str, trial: int, run: Callable[[Path], tuple[Ledger, float]]) -> None:
         ledger = work / f"{fault}-{trial}"
@@ -180,13 +209,17 @@ def main() -> None:
                 record("redis", trial, lambda ledger: redis_trial(local, api, ledger, args.tasks, args.seconds))
         for trial in range(others):
             record("down", trial, lambda ledger: down_trial(work, ledger, args.tasks, args.seconds))
+        if args.untied_trials:
+            with stack(work, untied_env(work)) as (local, api):
+                for trial in range(args.untied_trials):
+                    record("untied", trial, lambda ledger: sigkill_trial(local, api, ledger, args.tasks, args.seconds))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"\n{'fault':10}{'trials':>7}{'tasks':>7}{'tries':>7}{'lost':>6}{'dup':>5}{'overlap':>8}"
         f"{'recovery s (median, max)':>27}"
     )
-    for fault in ("sigkill", "redis", "down"):
+    for fault in ("sigkill", "redis", "down", "untied"):
         mine = [r for r in rows if r["fault"] == fault]
         if not mine:
             continue
@@ -197,10 +230,11 @@ def main() -> None:
             f"{sum(r['overlapped'] for r in mine):>8}{statistics.median(recoveries):>18.1f}, {max(recoveries):.1f}"
         )
     print("recovery: sigkill, kill → first retry starts; redis, restart → last waiting task starts; down, its duration")
+    print("untied: the same SIGKILL trials on workers without sluice.worker.task_lifetime (Airflow's own behaviour)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
-    if any(r["lost"] or r["duplicated"] or r["overlapped"] for r in rows):
+    if any(r["lost"] or r["duplicated"] or r["overlapped"] for r in rows if r["fault"] != "untied"):
         raise SystemExit(1)
 
 
