@@ -36,8 +36,23 @@ def _package_of(name: str, path: Path) -> str:
     return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
 
+_parsed: dict[str, tuple[tuple[int, int, int, int], set[str], bool]] = {}
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> tuple[set[str], bool]:
-    """The package's modules ``name`` imports, and whether it imports anything by a name computed at run time."""
+    """The package's modules ``name`` imports, and whether it imports anything by a name computed at run time.
+    Parsed again only when the file's size, inode, mtime or ctime changed (the key is computed for every step try)."""
+    stat = path.stat()
+    signature = (stat.st_size, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns)
+    known = _parsed.get(f"{name}\0{path}")
+    if known and known[0] == signature:
+        return known[1] & modules.keys(), known[2]
+    wanted, dynamic = _read_imports(name, path)
+    _parsed[f"{name}\0{path}"] = (signature, wanted, dynamic)
+    return wanted & modules.keys(), dynamic
+
+
+def _read_imports(name: str, path: Path) -> tuple[set[str], bool]:
     tree = ast.parse(path.read_bytes(), filename=str(path))
     package = _package_of(name, path)
     wanted: set[str] = set()
@@ -56,7 +71,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> tuple[set[str],
         elif isinstance(node, ast.Call):
             called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
             dynamic = dynamic or called in DYNAMIC
-    return {module for module in wanted if module in modules}, dynamic
+    return wanted, dynamic
 
 
 def closure(roots: list[Path], top: str, entry: str, argv: list[str]) -> list[Path] | None:
