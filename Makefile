@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup demo test test-fast test-kind chart-smoke images bench bench-scale bench-faults lint lock clean
+.PHONY: setup demo test test-fast test-kind chart-smoke images bench bench-scale bench-faults lint lock package-data step-specs clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,8 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -m "not integration and not slow"
 
-# The chart, run: `helm template` output executed as local processes (only the kubelet replaced) against
-# real PostgreSQL and Redis; prints what each check proved. Part of `make test` too.
+# The chart, run: `helm template` output of the default values executed as local processes (only the kubelet
+# replaced), its bundled PostgreSQL and Redis included; prints what each check proved. Part of `make test` too.
 chart-smoke: setup
 	$(BIN)/pytest tests/chart_runtime
 
@@ -84,6 +84,16 @@ lock: setup
 		--python-version 3.11 --override requirements/overrides.txt -o requirements/lock.txt
 	$(BIN)/uv pip compile images/ml-steps/pyproject.toml --python-version 3.13 -c requirements/lock.txt \
 		--python-platform x86_64-manylinux_2_28 --generate-hashes -o images/ml-steps/requirements.lock
+
+# Copy the chart's values.yaml and the example DAGs into the package (what it ships for use outside a checkout);
+# tests/unit/test_package_data.py fails when a copy differs from its original.
+package-data:
+	$(PYTHON) tools/package_data.py
+
+# Each step image's specs, as its package prints them (`sluice-step --describe`), shipped in the sluice package:
+# what DAGs are checked against at parse. tests/steps/test_step_specs.py fails when the copy differs.
+step-specs: setup
+	$(BIN)/sluice-step --describe > operators/sluice/step_specs/ml-steps.json
 
 clean:
 	rm -rf $(VENV) .sluice .tools .pytest_cache .ruff_cache .mypy_cache

@@ -75,6 +75,8 @@ def phase_single(data: str, work: str) -> dict[str, Any]:
 
     def call(step: str, name: str, inputs: dict[str, Any], outputs: dict[str, str], extra: dict[str, Any]) -> dict:
         prefix = f"{work}/{name}"
+        started = time.perf_counter()  # the step module's import counts, as in a step process
+        module = importlib.import_module(f"sluice_steps.{step}")
         ctx = StepContext(
             step=step,
             inputs=inputs,
@@ -82,9 +84,9 @@ def phase_single(data: str, work: str) -> dict[str, Any]:
             params={**params, **extra},
             result_uri=f"{prefix}/_result.json",
             prefix=prefix,
+            spec=module.SPEC,  # the params it does not set come from the step's spec, as under sluice-step
         )
-        started = time.perf_counter()
-        importlib.import_module(f"sluice_steps.{step}").run(ctx)
+        module.run(ctx)
         steps[step] = steps.get(step, 0.0) + time.perf_counter() - started
         return ctx.outputs
 

@@ -52,15 +52,14 @@ with DAG(
         step_params={"interval_start": INTERVAL_START, "interval_minutes": 15, "rows": "{{ params.rows }}"},
         outputs={"batch": "batch.parquet"},
     )
-    # Scoring reads the registry's current model and replaces a partition outside the task's prefix:
-    # never served from the step cache.
+    # Scoring reads the registry's current model and replaces a partition outside the task's prefix: its step
+    # is declared impure (sluice-step --describe), so it is never served from the step cache.
     score = MLStepOperator.partial(
         task_id="score",
         image="ml-steps",
         command=[*STEP, "score"],
         inputs={"batch": batch.output["batch"]},
         outputs={"report": "report.json"},
-        cache=False,
     ).expand(
         step_params=[
             {

@@ -52,7 +52,7 @@ with DAG(
         },
         outputs={"batch": "batch.parquet"},
     )
-    # Writes the day's partition outside the task's prefix: never served from the step cache.
+    # Writes the day's partition outside the task's prefix: an impure step, never served from the step cache.
     features = MLStepOperator(
         task_id="features",
         image="ml-steps",
@@ -60,5 +60,4 @@ with DAG(
         inputs={"batch": extract.output["batch"]},
         step_params={"ds": "{{ logical_date.isoformat() }}", "table": "{{ params.table }}"},
         outputs={"report": "report.json"},
-        cache=False,
     )

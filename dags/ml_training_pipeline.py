@@ -96,14 +96,13 @@ with DAG(
     },
     tags=["sluice", "example", "training"],
 ) as dag:
-    # Sources are external and may change between runs: never served from the step cache.
+    # Sources are external and may change between runs: ingest is an impure step, never served from the step cache.
     ingest_csv = MLStepOperator(
         task_id="ingest_csv",
         image="ml-steps",
         command=[*STEP, "ingest"],
         step_params={"source": "{{ params.csv_source }}"},
         outputs={"data": "data.parquet"},
-        cache=False,
         retries=3,
         retry_delay=timedelta(seconds=10),
         retry_exponential_backoff=True,
@@ -114,7 +113,6 @@ with DAG(
         command=[*STEP, "ingest"],
         step_params={"source": "{{ params.sql_url }}", "query": "SELECT * FROM measurements"},
         outputs={"data": "data.parquet"},
-        cache=False,
         retries=3,
         retry_delay=timedelta(seconds=10),
         retry_exponential_backoff=True,
@@ -215,7 +213,7 @@ with DAG(
         outputs={"metrics": "metrics.json"},
         retries=0,
     )
-    # Publishing writes outside the task's prefix (the registry): never served from the step cache.
+    # Publishing writes outside the task's prefix (the registry): an impure step, never served from the step cache.
     publish = MLStepOperator(
         task_id="publish",
         image="ml-steps",
@@ -229,7 +227,6 @@ with DAG(
         },
         step_params={"model_name": "{{ params.model_name }}", "version": "{{ params.model_version }}"},
         outputs={"model_card": "MODEL_CARD.md", "registration": "registration.json"},
-        cache=False,
         retry_delay=timedelta(seconds=5),  # object-store hiccups; an existing version fails again at once
         outlets=[MODEL_ASSET],
     )

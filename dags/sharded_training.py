@@ -107,9 +107,7 @@ with DAG(
         command=[*STEP, "ingest_shard"],
         outputs={"clean": "clean.parquet", "stats": "stats.json"},
         step_params={"batch_rows": BATCH_ROWS},
-        # The source is external and may change under the same name; ingest is deterministic, so the steps
-        # after it still hit the cache when its bytes did not change.
-        cache=False,
+        # Each shard is an input, fingerprinted by its bytes: a shard replaced under the same name runs again.
     ).expand(inputs=list_shards(source="{{ params.source }}"))
     stats = MLStepOperator(
         task_id="stats",

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from typing import Literal
 
+from sluice.errors import SluiceError
+
 Outcome = Literal["created", "updated", "unchanged"]
 ADMIN_ROLE = "Admin"
 
 
-class AdminUserError(RuntimeError):
+class AdminUserError(SluiceError, RuntimeError):
     """The admin user could not be created or updated; the message says why."""
 
 

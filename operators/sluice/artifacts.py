@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from sluice.atomic import temp_beside, write_atomic
 
 
 def join(prefix: str, *parts: str) -> str:
@@ -45,13 +46,6 @@ def _is_local(fs: Any) -> bool:
     return bool({"file", "local"} & set(protocols))
 
 
-def _temp_beside(path: str) -> str:
-    """Where a file is written before it is renamed onto ``path``: ``.<name>.tmp-<uuid>`` in the same folder
-    (the name ``remove_partials`` sweeps)."""
-    parent, _, base = path.rpartition("/")
-    return f"{parent}/.{base}.tmp-{uuid.uuid4().hex}"
-
-
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """A reader never sees half a file: temp name + rename on a filesystem; one whole PUT on an
     object store (already atomic, and a rename there would be a second copy)."""
@@ -61,14 +55,7 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         fs.pipe_file(path, data)
         return
     fs.makedirs(parent, exist_ok=True)
-    tmp = _temp_beside(path)
-    try:
-        with fs.open(tmp, "wb") as handle:
-            handle.write(data)
-        fs.mv(tmp, path)
-    finally:
-        if fs.exists(tmp):
-            fs.rm(tmp)
+    write_atomic(path, data)
 
 
 def copy_atomic(src: str, dst: str) -> None:
@@ -84,7 +71,7 @@ def copy_atomic(src: str, dst: str) -> None:
     dst_fs, dst_path = url_to_fs(dst)
     if _is_local(src_fs) and _is_local(dst_fs):
         os.makedirs(dst_path.rpartition("/")[0], exist_ok=True)
-        tmp = _temp_beside(dst_path)
+        tmp = temp_beside(dst_path)
         try:
             try:
                 os.link(src_path, tmp)
@@ -114,7 +101,7 @@ def write_json_atomic(uri: str, value: Any) -> None:
 
 
 def remove_partials(prefix: str) -> list[str]:
-    """Delete temp files a killed step left under its prefix (``.name.tmp-<uuid>``); returns them."""
+    """Delete temp files a killed step left under its prefix (``.name.tmp-<random>``); returns them."""
     fs, path = url_to_fs(prefix)
     if not fs.exists(path):
         return []

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from sluice.platform import current_platform
-from sluice.policy import configured_executors, profile_problem, queue_problem
+from sluice.policy import configured_executors, profile_problem, queue_problem, step_problem
 
 EXECUTOR_ENV = "AIRFLOW__CORE__EXECUTOR"
 TARGETS = {
@@ -68,8 +68,9 @@ def error_location(path: str, error: str) -> tuple[str, str]:
 
 
 def check_dag_folder(dag_folder: Path, executors: str | None = None) -> list[str]:
-    """Import errors (the policy's and MLStepOperator's among them) plus queue and profile problems of loaded
-    DAGs; parsed with ``[core] executor`` set to ``executors`` when given (a target's), else as configured."""
+    """Import errors (the policy's and MLStepOperator's among them: an unmapped step's spec is checked when it is
+    built) plus queue, profile and mapped steps' spec problems of loaded DAGs; parsed with ``[core] executor`` set
+    to ``executors`` when given (a target's), else as configured."""
     from airflow.dag_processing.dagbag import DagBag
 
     platform = current_platform()
@@ -86,6 +87,7 @@ def check_dag_folder(dag_folder: Path, executors: str | None = None) -> list[str
         for dag_id in sorted(bag.dags):
             for task in bag.dags[dag_id].tasks:
                 problem = queue_problem(task, platform, configured) or profile_problem(task, platform)
+                problem = problem or step_problem(task, platform)
                 if problem:
                     problems.append(problem)
     finally:

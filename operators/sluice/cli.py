@@ -22,13 +22,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from sluice.checks import DEFAULT_TARGET, TARGETS
-from sluice.platform import PlatformError, repo_root
+from sluice.platform import PlatformError, default_dags_folder
 from sluice.stack.commands import LocalLauncherType, require_launcher
 
 if TYPE_CHECKING:
     from sluice.runs import RunOutcome
 
-DEFAULT_DAGS = repo_root() / "dags"
+DEFAULT_DAGS = default_dags_folder()  # the checkout's dags/, or the examples the package ships
 
 app = typer.Typer(help="Sluice: ML pipelines on Apache Airflow 3.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -107,6 +107,11 @@ def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -
     from sluice import runs
     from sluice.platform import sluice_home
 
+    try:
+        runs.require_steps_package()
+    except runs.StepsNotInstalled as exc:
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
     with console.status("preparing demo sources and the metadata DB"):
         runs.write_demo_data(sluice_home() / "demo-data")
         if dag_id == "sharded_training":
@@ -279,7 +284,8 @@ def check(
         bool, typer.Option("--verbose", "-v", help="also print Airflow's log of each import error (tracebacks)")
     ] = False,
 ) -> None:
-    """Import every DAG as TARGET would and report import errors, unknown queues and profiles.
+    """Import every DAG as TARGET would and report import errors, unknown queues and profiles, and steps whose
+    params, inputs or outputs break their spec (unknown or missing, wrong type: sluice-step --describe).
 
     Exit 1 on any problem, and when the folder holds no DAG file or no DAG; exit 2 when DAG_FOLDER does not exist
     or is not a folder."""

@@ -1,13 +1,23 @@
-"""Every private Airflow symbol Sluice touches, the versions it was tested on, a feature test and a fallback.
+"""Every private symbol of Airflow, its providers or Celery that Sluice touches: the exact releases of the
+distribution that ships it which Sluice was tested on, a feature test, and a fallback.
 
-Airflow's private code changes without notice (the supervisor's heartbeat fields were renamed once). So a
-feature that needs one of these symbols asks ``problem(feature)`` first: the installed distribution must be in
-the range Sluice was tested on, and the symbol must still look as it did (a feature test: it exists, with the
-signature or the lookup Sluice relies on). With a problem the feature takes its fallback: the worker patches
-are not installed (the worker runs stock Airflow, ``sluice.worker.patches`` logs why), the cluster policy's
-check of literal mapped profiles is skipped, and the ``sluice.runs`` helpers take Airflow's CLI or stop with
-the reason. ``ENTRIES`` is the list (docs/architecture.md prints it); tests/unit/test_compat.py proves that each
-entry passes on the pinned Airflow and that no other private Airflow name is used outside this module.
+Their private code changes without notice (the supervisor's heartbeat fields were renamed once). So a feature
+that needs one of these symbols asks ``problem(Feature.X)`` first: each distribution that ships a symbol the
+feature uses (apache-airflow-core, apache-airflow-task-sdk, apache-airflow-providers-celery,
+apache-airflow-providers-cncf-kubernetes) must be installed at a release Sluice was tested on (``Tested``: the
+exact versions; requirements/lock.txt pins one of them), and the symbol must still look as it did (a feature
+test: it exists, with the signature or the lookup Sluice relies on). With a problem the feature takes its
+fallback: the worker patches are not installed (the worker runs stock Airflow, ``sluice.worker.patches`` logs
+why), the cluster policy's check of literal mapped profiles is skipped, the kubernetes launcher runs the pod
+through the operator's ``execute`` and reports no pending/exit reasons, ``sluice status`` leaves out import
+errors and scheduler events, and the ``sluice.runs`` helpers take Airflow's CLI or stop with the reason.
+Features are an enum (``Feature``): a misspelt one fails at import and under mypy, and asking about anything
+else raises ``TypeError``.
+
+``ENTRIES`` is the list (docs/architecture.md prints ``markdown_table()``); tests/unit/test_compat.py proves
+that each entry passes on the pinned versions, that the tested versions are the lock file's, and (an ast scan,
+tests/unit/private_use.py) that no private module or attribute of Airflow, a provider or Celery is used outside
+this module.
 
 No longer used (a supported path replaced it): the KubernetesPodOperator's ``_killed`` flag (the kubernetes
 launcher records its own kill), ``unittest.mock`` around ``get_or_create_dagrun`` (see ``dag_test_run``).
@@ -15,18 +25,38 @@ launcher records its own kill), ``unittest.mock`` around ``get_or_create_dagrun`
 
 from __future__ import annotations
 
+import enum
 import functools
 import importlib.metadata
 import inspect
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sluice.errors import SluiceError
+
 log = logging.getLogger(__name__)
+
+
+class Feature(enum.Enum):
+    """A Sluice feature that relies on private symbols (the value is how logs and the worker report name it)."""
+
+    DAG_CACHE = "dag-cache"
+    EXIT_WAKEUP = "exit-wakeup"
+    START_HEARTBEAT = "start-heartbeat"
+    RUNS_BACKFILL = "sluice.runs.backfill"
+    RUNS_CREATE_DUE_RUNS = "sluice.runs.create_due_runs"
+    RUNS_RUN_EXISTING = "sluice.runs.run_existing"
+    POLICY_MAPPED_CHECKS = "sluice.policy mapped-task checks"
+    KUBERNETES_EXECUTE = "kubernetes launcher: start and watch the step pod"
+    KUBERNETES_READ_POD = "kubernetes launcher: why a pod is pending or ended"
+    STATUS_TABLES = "sluice status: import errors and scheduler events"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def installed_version(distribution: str) -> str | None:
@@ -37,55 +67,69 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """3.4.0rc1 → (3, 4, 0): pre-releases of a version count as that version."""
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0].split("rc")[0])[:3])
-
-
 @dataclass(frozen=True)
-class Versions:
-    """The range of one distribution a symbol was tested on: ``minimum <= version < below``."""
+class Tested:
+    """The releases of one distribution Sluice's tests ran on: exact versions (requirements/lock.txt pins one)."""
 
     distribution: str
-    minimum: tuple[int, ...]
-    below: tuple[int, ...]
-    tested: str  # what the tests ran on
+    versions: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.versions:
+            raise ValueError(f"{self.distribution}: name at least one tested version")
 
     @property
     def label(self) -> str:
-        low, high = (".".join(map(str, part)) for part in (self.minimum, self.below))
-        return f"{self.distribution} >={low},<{high} (tested on {self.tested})"
+        return f"{self.distribution} {' or '.join(self.versions)}"
 
     def problem(self) -> str | None:
         version = installed_version(self.distribution)
         if version is None:
-            return f"{self.distribution} is not installed"
-        if not self.minimum <= _release(version) < self.below:
-            return f"{self.distribution} {version} is outside the range Sluice was tested on ({self.label})"
+            return f"{self.distribution} is not installed (Sluice was tested on {self.label})"
+        if version not in self.versions:
+            return (
+                f"{self.distribution} {version} is not a release Sluice was tested on (tested: {self.label}; "
+                "run tests/unit/test_compat.py and tests/worker on it, then add it to sluice.compat)"
+            )
         return None
 
 
-AIRFLOW_CORE = Versions("apache-airflow-core", (3, 3), (3, 4), "3.3.2")
-TASK_SDK = Versions("apache-airflow-task-sdk", (1, 3), (1, 4), "1.3.2, Airflow 3.3.2's")
+AIRFLOW_CORE = Tested("apache-airflow-core", ("3.3.2",))
+TASK_SDK = Tested("apache-airflow-task-sdk", ("1.3.2",))
+CELERY_PROVIDER = Tested("apache-airflow-providers-celery", ("3.26.0",))
+KUBERNETES_PROVIDER = Tested("apache-airflow-providers-cncf-kubernetes", ("10.25.0",))
+DISTRIBUTIONS = (AIRFLOW_CORE, TASK_SDK, CELERY_PROVIDER, KUBERNETES_PROVIDER)
 
 
-class Missing(Exception):
+class Missing(SluiceError):
     """A feature test failed: the symbol is gone or no longer looks as Sluice expects."""
 
 
 @dataclass(frozen=True)
 class Private:
-    """One private Airflow symbol: what it is, who uses it, where it was tested, how to check it, what instead."""
+    """One private symbol: what it is, the feature that uses it, the distributions that ship it (at the releases
+    Sluice was tested on), how to check it, and what Sluice does instead."""
 
     symbol: str
     what: str
-    feature: str  # the Sluice feature that needs it (a worker patch's name, or a function)
-    versions: Versions
-    fallback: str
+    feature: Feature
+    tested: tuple[Tested, ...]  # every distribution that ships a part of the symbol (or of its lookup)
+    fallback: str  # "none: ..." where there is none and the feature stops with the reason
     probe: Callable[[], None]  # raises (Missing, AttributeError, ImportError, ...) when the symbol is not usable
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.feature, Feature) or not self.tested:
+            raise TypeError(f"{self.symbol}: give a sluice.compat.Feature and the distributions that ship it")
+
+    def versions_problem(self) -> str | None:
+        for tested in self.tested:
+            found = tested.problem()
+            if found is not None:
+                return found
+        return None
+
     def problem(self) -> str | None:
-        outside = self.versions.problem()
+        outside = self.versions_problem()
         if outside is not None:
             return outside
         try:
@@ -182,17 +226,22 @@ def _probe_parsing_context() -> None:
     parsing_context_env()
 
 
-def _probe_workload() -> None:
+def _probe_execute_task() -> None:
     from airflow.executors.workloads import ExecuteTask
-    from airflow.providers.celery.executors.celery_executor_utils import execute_workload
 
     if not {"dag_rel_path", "bundle_info", "ti"} <= set(ExecuteTask.model_fields):
         raise Missing("ExecuteTask no longer has dag_rel_path, bundle_info and ti")
+
+
+def _probe_execute_workload() -> None:
+    from airflow.providers.celery.executors.celery_executor_utils import execute_workload
+
     if execute_workload.name != "execute_workload":
         raise Missing(f"the Celery provider's task is called {execute_workload.name!r}, not 'execute_workload'")
+    if list(inspect.signature(execute_workload.run).parameters) != ["input"]:
+        raise Missing("the Celery provider's execute_workload no longer takes the workload's JSON as its one argument")
 
 
-DAG_CACHE, EXIT_WAKEUP, START_HEARTBEAT = "dag-cache", "exit-wakeup", "start-heartbeat"
 STOCK = "not installed: the worker runs Airflow's own code"
 
 # ---- sluice.runs and the cluster policy ---------------------------------------------------------------------
@@ -229,117 +278,250 @@ def _probe_expand_input_value() -> None:
             raise Missing(f"{kind.__name__} has no value field")
 
 
+# ---- the kubernetes launcher (KubernetesPodOperator, cncf.kubernetes provider) -------------------------------
+
+
+def _kubernetes_pod_operator() -> type:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    return KubernetesPodOperator
+
+
+def _probe_execute_sync_async() -> None:
+    operator = _kubernetes_pod_operator()
+    for name in ("execute_sync", "execute_async"):
+        _params(getattr(operator, name), "self", "context")
+
+
+def _probe_read_pod() -> None:
+    from airflow.providers.cncf.kubernetes.utils.pod_manager import PodManager
+
+    if not isinstance(inspect.getattr_static(_kubernetes_pod_operator(), "pod_manager"), functools.cached_property):
+        raise Missing("KubernetesPodOperator.pod_manager is no longer a cached property")
+    _params(PodManager.read_pod, "self", "pod")
+
+
+# ---- sluice status: Airflow's metadata tables, read with SQL ------------------------------------------------
+
+# The columns ``sluice status`` reads from each table.
+STATUS_TABLES = {
+    "import_error": ("filename", "stacktrace"),
+    "log": ("dttm", "event", "dag_id", "task_id", "run_id", "try_number", "extra"),
+}
+
+
+def _probe_status_tables() -> None:
+    from airflow.models.errors import ParseImportError
+    from airflow.models.log import Log
+
+    for model in (ParseImportError, Log):
+        table = model.__table__
+        if table.name not in STATUS_TABLES:
+            raise Missing(f"{model.__name__} is stored in {table.name}, not in {' or '.join(STATUS_TABLES)}")
+        missing = [column for column in STATUS_TABLES[table.name] if column not in table.columns]
+        if missing:
+            raise Missing(f"Airflow's {table.name} table has no column {', '.join(missing)}")
+
+
 ENTRIES: tuple[Private, ...] = (
     Private(
         "airflow.sdk.execution_time.supervisor.ActivitySubprocess._monitor_subprocess",
         "the task supervisor's select loop, until its task process exits",
-        EXIT_WAKEUP,
-        TASK_SDK,
-        f"{STOCK}: the supervisor notices the exit at its next select() timeout",
+        Feature.EXIT_WAKEUP,
+        (TASK_SDK,),
+        f"{STOCK}; the supervisor notices the exit at its next select() timeout",
         _probe_monitor_subprocess,
     ),
     Private(
         "airflow.sdk.execution_time.supervisor.WatchedSubprocess.selector and _service_subprocess",
         "the selector the loop waits on; each key's data is a (read handler, on-close) pair",
-        EXIT_WAKEUP,
-        TASK_SDK,
+        Feature.EXIT_WAKEUP,
+        (TASK_SDK,),
         STOCK,
         _probe_selector_protocol,
     ),
     Private(
         "airflow.sdk.execution_time.supervisor.ActivitySubprocess._on_child_started",
         "the supervisor's start of a task: PATCH …/run, then the StartupDetails message",
-        START_HEARTBEAT,
-        TASK_SDK,
-        f"{STOCK}: one extra PUT …/heartbeat per task",
+        Feature.START_HEARTBEAT,
+        (TASK_SDK,),
+        f"{STOCK}; one extra PUT …/heartbeat per task",
         _probe_on_child_started,
     ),
     Private(
         "airflow.sdk.execution_time.supervisor.ActivitySubprocess._last_heartbeat_attempt, _last_successful_heartbeat",
         "the supervisor's heartbeat clock",
-        START_HEARTBEAT,
-        TASK_SDK,
+        Feature.START_HEARTBEAT,
+        (TASK_SDK,),
         STOCK,
         _probe_heartbeat_fields,
     ),
     Private(
         "airflow.dag_processing.dagbag.BundleDagBag, as airflow.sdk.execution_time.task_runner.parse imports it",
         "the DAG bag the task process parses its DAG file with, looked up on its module when the task starts",
-        DAG_CACHE,
-        AIRFLOW_CORE,
-        f"{STOCK}: every task parses its DAG file",
+        Feature.DAG_CACHE,
+        (AIRFLOW_CORE, TASK_SDK),
+        f"{STOCK}; every task parses its DAG file",
         _probe_bundle_dag_bag,
     ),
     Private(
         "airflow.sdk.execution_time.context." + ", ".join(RUNTIME_CALLS),
         "what a DAG file's top-level code reaches Variables and Connections through",
-        DAG_CACHE,
-        TASK_SDK,
+        Feature.DAG_CACHE,
+        (TASK_SDK,),
         STOCK,
         _probe_runtime_calls,
     ),
     Private(
         "airflow.sdk.definitions.context._AIRFLOW_PARSING_CONTEXT_DAG_ID, _AIRFLOW_PARSING_CONTEXT_TASK_ID",
         "the environment variables behind get_parsing_context(), set by the task runner around its parse",
-        DAG_CACHE,
-        TASK_SDK,
+        Feature.DAG_CACHE,
+        (TASK_SDK,),
         STOCK,
         _probe_parsing_context,
     ),
     Private(
-        "airflow.executors.workloads.ExecuteTask fields in the Celery provider's execute_workload message",
-        "where the pool process reads the task's DAG file and bundle before the fork",
-        DAG_CACHE,
-        AIRFLOW_CORE,
+        "airflow.executors.workloads.ExecuteTask fields dag_rel_path, bundle_info, ti",
+        "where the pool process reads the task's DAG file and bundle before the fork (the workload's JSON)",
+        Feature.DAG_CACHE,
+        (AIRFLOW_CORE,),
         STOCK,
-        _probe_workload,
+        _probe_execute_task,
+    ),
+    Private(
+        "airflow.providers.celery.executors.celery_executor_utils.execute_workload (its task name and argument)",
+        "the Celery task a worker runs an Airflow task with; its one argument is the workload's JSON",
+        Feature.DAG_CACHE,
+        (CELERY_PROVIDER,),
+        STOCK,
+        _probe_execute_workload,
     ),
     Private(
         "airflow.models.backfill._create_backfill",
         "what `airflow backfill create` calls to create a backfill's runs",
-        "sluice.runs.backfill",
-        AIRFLOW_CORE,
+        Feature.RUNS_BACKFILL,
+        (AIRFLOW_CORE,),
         "`airflow backfill create` (the CLI, in a subprocess)",
         _probe_create_backfill,
     ),
     Private(
         "airflow.jobs.scheduler_job_runner.SchedulerJobRunner._create_dagruns_for_dags",
         "one pass of the scheduler's run creation (timer and asset-triggered runs)",
-        "sluice.runs.create_due_runs",
-        AIRFLOW_CORE,
+        Feature.RUNS_CREATE_DUE_RUNS,
+        (AIRFLOW_CORE,),
         "none in-process: it stops with this reason; a scheduler (`sluice up`) creates such runs",
         _probe_create_dagruns,
     ),
     Private(
         "airflow.models.dagrun.get_or_create_dagrun, as DAG.test imports it",
         "DAG.test's run factory (a fresh manual run), replaced to hand DAG.test an existing run",
-        "sluice.runs.run_existing",
-        AIRFLOW_CORE,
+        Feature.RUNS_RUN_EXISTING,
+        (AIRFLOW_CORE, TASK_SDK),
         "none in-process: it stops with this reason; a scheduler (`sluice up`) runs such runs",
         _probe_get_or_create_dagrun,
     ),
     Private(
         "airflow.sdk.definitions._internal.expandinput.DictOfListsExpandInput.value, ListOfDictsExpandInput.value",
         "the literal values a mapped task's .expand() / .expand_kwargs() received",
-        "sluice.policy mapped-task checks",
-        TASK_SDK,
+        Feature.POLICY_MAPPED_CHECKS,
+        (TASK_SDK,),
         "mapped profiles and keys are checked only when the task runs (one warning per process)",
         _probe_expand_input_value,
+    ),
+    Private(
+        "airflow.providers.cncf.kubernetes.operators.pod.KubernetesPodOperator.execute_sync, execute_async",
+        "the operator's own two halves of execute(), called directly by the kubernetes launcher",
+        Feature.KUBERNETES_EXECUTE,
+        (KUBERNETES_PROVIDER,),
+        "the operator's public execute(context), which picks the same half (one warning per process)",
+        _probe_execute_sync_async,
+    ),
+    Private(
+        "airflow.providers.cncf.kubernetes.operators.pod.KubernetesPodOperator.pod_manager, PodManager.read_pod",
+        "the step pod as the API server has it now (its conditions and container states)",
+        Feature.KUBERNETES_READ_POD,
+        (KUBERNETES_PROVIDER,),
+        "a failed step says the pod failed, without the pending or exit reason (one warning per process)",
+        _probe_read_pod,
+    ),
+    Private(
+        "Airflow's metadata tables import_error (filename, stacktrace) and log (dttm, event, dag_id, task_id, "
+        "run_id, try_number, extra), read with SQL",
+        "DAG files that do not import, and the scheduler's recent explanations of failed or re-queued tries",
+        Feature.STATUS_TABLES,
+        (AIRFLOW_CORE,),
+        "`sluice status` leaves both out and says why (the API server's import errors: `airflow dags "
+        "list-import-errors`)",
+        _probe_status_tables,
     ),
 )
 
 
-def entries(feature: str) -> list[Private]:
-    return [entry for entry in ENTRIES if entry.feature == feature]
+def _by_feature() -> dict[Feature, tuple[Private, ...]]:
+    found = {feature: tuple(entry for entry in ENTRIES if entry.feature is feature) for feature in Feature}
+    unused = [feature.name for feature, listed in found.items() if not listed]
+    if unused:  # a feature nothing needs would pass every check: the enum and ENTRIES must agree
+        raise RuntimeError(f"sluice.compat.Feature {', '.join(unused)} has no entry in ENTRIES")
+    return found
 
 
-def problem(feature: str) -> str | None:
-    """Why ``feature`` must take its fallback on this installation, or None when all its symbols check out."""
+_ENTRIES_BY_FEATURE = _by_feature()
+
+
+def entries(feature: Feature) -> tuple[Private, ...]:
+    """The entries ``feature`` relies on; anything but a ``Feature`` (a string, a typo) raises ``TypeError``."""
+    found = _ENTRIES_BY_FEATURE.get(feature)  # an Enum member equals only itself: a string is never a key
+    if found is None:
+        known = ", ".join(f"Feature.{f.name}" for f in Feature)
+        raise TypeError(f"sluice.compat knows features by the Feature enum ({known}), not {feature!r}")
+    return found
+
+
+def _first_problem(feature: Feature) -> tuple[Private, str] | None:
     for entry in entries(feature):
         found = entry.problem()
         if found is not None:
+            return entry, found
+    return None
+
+
+def problem(feature: Feature) -> str | None:
+    """Why ``feature`` must take its fallback on this installation, or None when all its symbols check out."""
+    found = _first_problem(feature)
+    return None if found is None else found[1]
+
+
+def versions_problem(feature: Feature) -> str | None:
+    """``problem`` without the feature tests: only whether each distribution is at a tested release (cheap: no
+    import of Airflow, for callers that test the symbol themselves, as ``sluice status`` does on the database)."""
+    for entry in entries(feature):
+        found = entry.versions_problem()
+        if found is not None:
             return found
     return None
+
+
+def markdown_table() -> str:
+    """``ENTRIES`` as the table docs/architecture.md prints (a test keeps the two equal)."""
+    rows = ["| symbol | Sluice feature | tested on | fallback |", "| --- | --- | --- | --- |"]
+    for entry in ENTRIES:
+        tested = ", ".join(tested.label for tested in entry.tested)
+        rows.append(f"| `{entry.symbol}` | {entry.feature} | {tested} | {entry.fallback} |")
+    return "\n".join(rows)
+
+
+_warned: set[Feature] = set()
+
+
+def fallback_problem(feature: Feature, found: str | None = None) -> str | None:
+    """``problem(feature)``; the first time in a process it is not None, one warning names the feature, the
+    reason and its fallback."""
+    found = problem(feature) if found is None else found
+    if found is not None and feature not in _warned:
+        _warned.add(feature)
+        fallback = entries(feature)[0].fallback
+        log.warning("Sluice's %s takes its fallback (%s): %s", feature, fallback, found)
+    return found
 
 
 # ---- accessors: the only places the symbols are used -------------------------------------------------------
@@ -394,7 +576,7 @@ def dag_test_run(factory: Callable[..., Any]) -> Iterator[None]:
 
 @functools.cache
 def _expand_input_problem() -> str | None:
-    found = problem("sluice.policy mapped-task checks")
+    found = problem(Feature.POLICY_MAPPED_CHECKS)
     if found is not None:
         log.warning("Sluice checks literal mapped profiles only when the task runs (pid %s): %s", os.getpid(), found)
     return found
@@ -408,12 +590,88 @@ def expand_input_value(task: Any) -> Any:
     return getattr(expand_input, "value", None)
 
 
-class Unsupported(RuntimeError):
+# The supervisor method each worker patch replaces (``sluice.worker.supervisor_patch``).
+SUPERVISOR_METHODS = {Feature.EXIT_WAKEUP: "_monitor_subprocess", Feature.START_HEARTBEAT: "_on_child_started"}
+
+
+def replace_supervisor_method(feature: Feature, replacement: Callable[..., Any]) -> Callable[..., Any]:
+    """Put ``replacement`` in place of the supervisor method ``feature`` replaces; returns Airflow's own."""
+    supervisor, name = _supervisor(), SUPERVISOR_METHODS[feature]
+    original: Callable[..., Any] = getattr(supervisor, name)
+    setattr(supervisor, name, replacement)
+    return original
+
+
+def restore_supervisor_method(feature: Feature, original: Callable[..., Any]) -> None:
+    setattr(_supervisor(), SUPERVISOR_METHODS[feature], original)
+
+
+def count_start_as_heartbeat(supervisor: Any) -> None:
+    """After a successful start: the supervisor's last heartbeat attempt is the start (its last success)."""
+    supervisor._last_heartbeat_attempt = supervisor._last_successful_heartbeat
+
+
+def run_pod(operator: Any, context: Any) -> Any:
+    """Start the KubernetesPodOperator's pod and watch it (deferring, if the operator is deferrable)."""
+    if fallback_problem(Feature.KUBERNETES_EXECUTE) is not None:
+        return operator.execute(context)
+    return operator.execute_async(context) if operator.deferrable else operator.execute_sync(context)
+
+
+def read_pod(operator: Any) -> Any:
+    """The operator's pod as the API server has it now, or None (no pod yet, or ``read_pod`` not as tested)."""
+    pod = getattr(operator, "pod", None)
+    if pod is None or fallback_problem(Feature.KUBERNETES_READ_POD) is not None:
+        return None
+    return operator.pod_manager.read_pod(pod)
+
+
+def status_tables_problem(conn: Any) -> str | None:
+    """Why ``sluice status`` cannot read Airflow's import_error and log tables through ``conn`` (a SQLAlchemy
+    connection to the metadata DB), or None: a tested apache-airflow-core, and the columns are there."""
+    import sqlalchemy as sa
+
+    found = versions_problem(Feature.STATUS_TABLES)
+    if found is None:
+        inspector = sa.inspect(conn)
+        for table, columns in STATUS_TABLES.items():
+            present = (
+                {column["name"] for column in inspector.get_columns(table)} if inspector.has_table(table) else set()
+            )
+            missing = [column for column in columns if column not in present]
+            if missing:
+                found = f"the metadata DB's {table} table has no column {', '.join(missing)}"
+                break
+    return fallback_problem(Feature.STATUS_TABLES, found) if found is not None else None
+
+
+def import_errors(conn: Any) -> list[tuple[str, str | None]]:
+    """(file, traceback) of each DAG file the dag-processor could not import, from the import_error table."""
+    import sqlalchemy as sa
+
+    rows = conn.execute(sa.text("SELECT filename, stacktrace FROM import_error ORDER BY filename")).all()
+    return [(filename, stacktrace) for filename, stacktrace in rows]
+
+
+def recent_task_events(conn: Any, events: list[str]) -> list[Any]:
+    """The last hour's log rows (at most 10, newest first) with one of ``events`` (Postgres)."""
+    import sqlalchemy as sa
+
+    query = sa.text(
+        "SELECT dttm, event, dag_id, task_id, run_id, try_number, extra FROM log "
+        "WHERE event IN :events AND dttm > now() - interval '1 hour' ORDER BY dttm DESC LIMIT 10"
+    ).bindparams(sa.bindparam("events", expanding=True))
+    return list(conn.execute(query, {"events": events}).all())
+
+
+class Unsupported(SluiceError, RuntimeError):
     """A ``sluice.runs`` helper cannot work on this Airflow; the message says which symbol and what instead."""
 
 
-def require(feature: str) -> None:
-    found = problem(feature)
+def require(feature: Feature) -> None:
+    """Stop with ``Unsupported`` (naming the symbol or the distribution, its version and the tested ones, and
+    what to do instead) where ``feature`` has no fallback and its symbols do not check out."""
+    found = _first_problem(feature)
     if found is not None:
-        fallback = entries(feature)[0].fallback
-        raise Unsupported(f"{feature} needs a private Airflow symbol that does not check out ({found}); {fallback}")
+        entry, why = found
+        raise Unsupported(f"{feature} needs {entry.symbol}, which does not check out ({why}); {entry.fallback}")

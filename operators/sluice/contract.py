@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from sluice import artifacts
+from sluice.errors import SluiceError
 
 CONTRACT_VERSION = 1
 ENV_VERSION = "SLUICE_CONTRACT_VERSION"
@@ -24,7 +25,7 @@ RESULT_FILE = "_result.json"
 EXIT_USAGE = 64
 
 
-class StepContractError(RuntimeError):
+class StepContractError(SluiceError, RuntimeError):
     """The step exited 0 but did not keep its side of the contract."""
 
 

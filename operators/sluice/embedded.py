@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sluice.platform import repo_root, sluice_home
+from sluice.atomic import write_atomic
+from sluice.platform import default_dags_folder, sluice_home
 
 # Tasks run as local processes (no broker, no cluster); `sluice check --target embedded` checks DAGs against it.
 EXECUTOR = "LocalExecutor"
@@ -24,9 +25,7 @@ def write_local_settings(airflow_home: Path) -> Path:
     config_dir.mkdir(parents=True, exist_ok=True)
     target = config_dir / "airflow_local_settings.py"
     if not target.exists() or target.read_text() != LOCAL_SETTINGS:
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(LOCAL_SETTINGS)
-        tmp.replace(target)
+        write_atomic(target, LOCAL_SETTINGS)
     return target
 
 
@@ -38,7 +37,7 @@ def configure(home: Path | None = None, dags_folder: Path | None = None) -> Path
     env = {
         "SLUICE_HOME": str(home),
         "AIRFLOW_HOME": str(airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or repo_root() / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or default_dags_folder()),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",

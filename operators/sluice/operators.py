@@ -14,12 +14,39 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, XComNotFound
 
-from sluice import artifacts
+from sluice import artifacts, specs
 from sluice.cache import CachePlan, StepCache, cache_key
 from sluice.contract import ENV_INPUTS, ENV_OUTPUTS, ENV_RESULT_URI, StepContractError, read_result, step_env
+from sluice.errors import SluiceError
 from sluice.launchers import FailureKind, Launcher, LaunchResult, StepFailed, StepRun, launcher_for
 from sluice.platform import Platform, PlatformError, current_platform
 from sluice.quantity import parse_quantity
+
+
+class StepRunError(SluiceError, AirflowException):
+    """A try of a step failed; ``kind`` says how (``FailureKind``: out of memory, timeout, contract, ...).
+
+    Airflow retries the task as usual; a permanent kind is raised as ``PermanentStepRunError`` instead, an
+    ``AirflowFailException``, so it fails without retries. The error the launcher or the contract check raised,
+    if any, is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, kind: FailureKind | str = FailureKind.EXIT) -> None:
+        super().__init__(message)
+        self.kind = FailureKind(kind)
+
+    @staticmethod
+    def of(kind: FailureKind, message: str) -> StepRunError:
+        """The error for a failure of this kind: permanent kinds fail without retries."""
+        return (PermanentStepRunError if kind.permanent else StepRunError)(message, kind)
+
+    def serialize(self) -> tuple[str, tuple[str, ...], dict[str, str]]:
+        cls = self.__class__
+        return f"{cls.__module__}.{cls.__name__}", (str(self),), {"kind": self.kind.value}
+
+
+class PermanentStepRunError(StepRunError, AirflowFailException):
+    """A step failure no retry can change (contract violation, missing image, unknown step): not retried."""
 
 
 def failure_message(step: StepRun, platform: Platform, launched: LaunchResult) -> str:
@@ -50,8 +77,36 @@ class MLStepOperator(BaseOperator):
     ``outputs`` maps output name → file name under the task's artifact prefix; each output's URI is
     pushed as an XCom under its name, so ``inputs={"data": upstream.output["data"]}`` wires steps.
 
-    ``cache=False`` opts the step out of the step cache; ``cache_version`` is part of the cache key (bump it
-    to run the step again) and is what lets a step whose image is a mutable tag be cached on a cluster.
+    A step of an image whose specs ship with Sluice (``sluice.specs``: ``image="ml-steps"``,
+    ``command=["sluice-step", "<step>"]``) is checked against its spec when the DAG is parsed: an unknown step,
+    param, input or output, a missing required one or a param of the wrong type fails the import, naming the task,
+    the step and the field. Caching follows the spec: an impure step (one that reads or writes outside its inputs
+    and outputs) is never cached. ``cache=False`` opts a pure step out too; ``cache_version`` is part of the cache
+    key (bump it to run the step again) and is what lets a step whose image is a mutable tag be cached on a cluster.
+
+    Where the step runs (a local process, a container, a pod) is the platform's ``launcher.type``, never an
+    argument: the same task runs on a laptop and on a cluster. Every other keyword argument is
+    ``BaseOperator``'s (``task_id``, ``retries``, ``queue``, ``pool``, ...).
+
+    :param image: the step image: a short name from the platform's ``stepImages`` (``"ml-steps"``, resolved to
+        its pinned reference) or a full image reference. Pods and containers run it; the local launcher runs
+        ``command`` on this machine instead.
+    :param command: the step's command and arguments, run as the image's entrypoint would be
+        (``["sluice-step", "train"]``). Templated.
+    :param inputs: input name → artifact URI the step reads: a URI, an upstream step's output
+        (``upstream.output["data"]``), or a fan-in from a mapped step (``mapped.output["x"]``: the URIs of the
+        instances that succeeded). Only URIs travel through XCom, never data. Templated.
+    :param outputs: output name → plain file name (no ``/``, not starting with ``_``) under the task's artifact
+        prefix ``{root}/{dag_id}/{run_id}/{task_id}/``; each output's URI is pushed as an XCom under its name.
+    :param step_params: JSON-serialisable parameters handed to the step (``SLUICE_STEP_PARAMS``); part of the
+        cache key. Templated.
+    :param profile: the platform profile whose resources the step gets (cpu, memory, GPU, node selector,
+        tolerations, timeout); an unknown profile fails the DAG's import, naming the profiles that exist.
+    :param cache: whether the step's outputs may be reused from an earlier run with the same cache key (code,
+        command, params, inputs). Unset: as its spec says (a pure step is cached, an impure one never; a step
+        without a spec is cached). ``False`` opts a pure step out; ``True`` on an impure step fails the import.
+    :param cache_version: a string added to the cache key: bump it to run the step again, and set it to cache a
+        step whose image is a mutable tag (no digest names its code).
     """
 
     template_fields: Sequence[str] = ("command", "inputs", "step_params")
@@ -67,7 +122,7 @@ class MLStepOperator(BaseOperator):
         outputs: dict[str, str] | None = None,
         step_params: dict[str, Any] | None = None,
         profile: str = "default",
-        cache: bool = True,
+        cache: bool | None = None,
         cache_version: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -91,6 +146,22 @@ class MLStepOperator(BaseOperator):
                     f"task {self.task_id!r}: output {name!r} has file name {filename!r}; use a plain file "
                     "name such as 'model.joblib' (no '/', not starting with '_')"
                 )
+        self.step_spec = self._check_spec()
+
+    def _check_spec(self) -> specs.StepSpec | None:
+        """The spec of the step this task runs (None where no shipped spec covers it); arguments that break it
+        fail here, at DAG parse, naming the task, the step and each field."""
+        call = specs.step_call(self.image, self.command, current_platform())
+        if call is None or not specs.checking():
+            return None if call is None else call.spec
+        in_dag = self.has_dag()  # type: ignore[no-untyped-call]
+        where = f"task {self.dag_id}.{self.task_id}" if in_dag else f"task {self.task_id!r}"
+        problems = specs.call_problems(call, self.step_params, self.inputs, self.outputs)
+        if call.spec is not None and not call.spec.pure and self.cache:
+            problems.append(f"cache=True, but the step is impure ({call.spec.effects}): it is never cached")
+        if problems:
+            raise specs.StepSpecError(specs.describe_problems(where, call, problems))
+        return call.spec
 
     def build_step_run(
         self,
@@ -167,10 +238,13 @@ class MLStepOperator(BaseOperator):
         step = self.build_step_run(platform, ti.dag_id, ti.run_id, ti.try_number, getattr(ti, "map_index", -1))
         try:
             self._launcher = launcher_for(platform)
-        except StepFailed as exc:
-            raise AirflowFailException(str(exc)) from None  # an unknown launcher type: no retry can fix it
-        if not self.cache:
+        except StepFailed as exc:  # an unknown launcher type: no retry can fix it
+            raise PermanentStepRunError(str(exc), exc.kind) from exc
+        if self.cache is False:
             return step, CachePlan(None, None, "the step sets cache=False")
+        spec = getattr(self, "step_spec", None)
+        if spec is not None and not spec.pure:
+            return step, CachePlan(None, None, f"step {spec.name!r} is impure ({spec.effects}): never cached")
         if not platform.artifacts.cache.enabled:
             return step, CachePlan(None, None, "artifacts.cache.enabled is false in the platform config")
         code = self._launcher.code_identity(step, self.cache_version)
@@ -190,6 +264,7 @@ class MLStepOperator(BaseOperator):
         outputs = json.loads(step.env[ENV_OUTPUTS])
         platform = current_platform()
         failure: tuple[FailureKind, str] | None = None
+        cause: Exception | None = None
         launched = LaunchResult(None)
         try:
             launched = launch()  # a deferring launcher raises TaskDeferred here: it passes through untouched
@@ -198,17 +273,17 @@ class MLStepOperator(BaseOperator):
             else:
                 result = read_result(step.env[ENV_RESULT_URI], outputs)
         except StepContractError as exc:
-            failure = (FailureKind.CONTRACT, str(exc))
+            failure, cause = (FailureKind.CONTRACT, str(exc)), exc
         except StepFailed as exc:
-            failure = (exc.kind, str(exc))
+            failure, cause = (exc.kind, str(exc)), exc
         except PlatformError as exc:
-            failure = (FailureKind.START, str(exc))
+            failure, cause = (FailureKind.START, str(exc)), exc
         if failure is not None:
             kind, message = failure
             for partial in artifacts.remove_partials(step.artifact_prefix):
                 self.log.warning("removed partial artifact %s left by the failed step", partial)
             self.log.error("step failed (%s%s): %s", kind, ", not retried" if kind.permanent else "", message)
-            raise (AirflowFailException if kind.permanent else AirflowException)(message) from None
+            raise StepRunError.of(kind, message) from cause
         result = {**result, "launcher": platform.launcher.type}  # what ran this try: the run summary says it
         peak = launched.peak_memory_bytes
         if peak is not None:

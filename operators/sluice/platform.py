@@ -12,6 +12,7 @@ import copy
 import os
 import re
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from sluice.errors import SluiceError
 from sluice.quantity import parse_quantity
 
 PLATFORM_VERSION = 1
@@ -49,7 +51,7 @@ EXTENDED_RESOURCE = re.compile(
 PLATFORM_KEYS = ("executor", "routing", "launcher", "artifacts", "stepImages", "poolDefaults", "pools", "profiles")
 
 
-class PlatformError(ValueError):
+class PlatformError(SluiceError, ValueError):
     """The platform file is missing or invalid; the message names the field and the fix."""
 
 
@@ -340,17 +342,50 @@ class Platform(_Model):
         return known.pull_policy if known else None
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+def source_checkout() -> Path | None:
+    """The Sluice source checkout this package is imported from (editable install: ``operators/sluice`` in it),
+    or None when it is installed from a wheel. Only defaults differ between the two: where state is kept
+    (``sluice_home``) and which DAG folder the CLI uses (``default_dags_folder``)."""
+    package = Path(__file__).resolve().parent
+    root = package.parents[1]
+    if package.parent.name == "operators" and (root / "charts" / "sluice" / "Chart.yaml").is_file():
+        return root
+    return None
+
+
+def package_file(*parts: str) -> Path:
+    """A file the package ships (``sluice/data/values.yaml``, ``sluice/examples/``), read with importlib.resources;
+    the same files in a source checkout and in an installed wheel."""
+    found = resources.files("sluice").joinpath(*parts)
+    if not isinstance(found, Path):  # a zipped install: Airflow and the CLI need real paths
+        raise PlatformError(f"sluice's {'/'.join(parts)} is not a file on disk ({found}); install sluice unzipped")
+    return found
 
 
 def sluice_home() -> Path:
-    """Where a laptop keeps Sluice state (Airflow home, artifacts, demo data)."""
-    return Path(os.environ.get("SLUICE_HOME") or repo_root() / ".sluice").resolve()
+    """Where a laptop keeps Sluice state (Airflow home, artifacts, demo data, the local stack): ``SLUICE_HOME``,
+    else ``.sluice`` in the source checkout, else ``~/.sluice`` (installed from a wheel)."""
+    checkout = source_checkout()
+    default = checkout / ".sluice" if checkout else Path.home() / ".sluice"
+    return Path(os.environ.get("SLUICE_HOME") or default).resolve()
 
 
 def chart_values_file() -> Path:
-    return repo_root() / "charts" / "sluice" / "values.yaml"
+    """The chart's default values as the package ships them (``sluice/data/values.yaml``, a copy of
+    ``charts/sluice/values.yaml`` that ``tools/package_data.py --check`` keeps equal): laptop mode's platform."""
+    return package_file("data", "values.yaml")
+
+
+def example_dags_folder() -> Path:
+    """The example DAGs as the package ships them (``sluice/examples/``, a copy of the checkout's ``dags/``)."""
+    return package_file("examples")
+
+
+def default_dags_folder() -> Path:
+    """The CLI's DAG folder when none is given: the checkout's ``dags/`` (the ones you edit) in a source checkout,
+    else the example DAGs the package ships."""
+    checkout = source_checkout()
+    return checkout / "dags" if checkout else example_dags_folder()
 
 
 def _format_error(source: Path, exc: ValidationError) -> str:
@@ -431,17 +466,46 @@ def load_platform(path: str | os.PathLike[str] | None = None) -> Platform:
     return platform
 
 
+FileVersion = tuple[int, int, int, int, int]
+
+
+def _file_version(path: str | os.PathLike[str]) -> FileVersion | None:
+    """(device, inode, size, mtime, ctime) of the file ``path`` resolves to, or None when it cannot be read.
+
+    A ConfigMap mounted as a directory (the chart's platform volume) is updated by the kubelet swapping a
+    ``..data`` symlink to a new directory: the path then resolves to another inode. An edit in place changes
+    the size, mtime or ctime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 @lru_cache(maxsize=8)
-def _cached(path: str | None, launcher: str | None, root: str | None, home: str | None) -> Platform:
+def _cached(
+    path: str | None, launcher: str | None, root: str | None, home: str | None, version: FileVersion | None
+) -> Platform:
     return load_platform(path)
 
 
 def current_platform() -> Platform:
-    """The platform for this process, cached per environment (DAG parsing calls this per task)."""
+    """The platform for this process, parsed once per version of its file and environment.
+
+    DAG parsing calls this per task and the operator per try, so it costs one ``stat`` while the file is unchanged;
+    a changed file (the chart's ConfigMap updated by ``helm upgrade``: a new step image tag, profile or pool) is read
+    again by the next call, in every long-lived process (worker, dag-processor) and the task processes they fork,
+    without a restart."""
     env = os.environ
+    path = env.get("SLUICE_PLATFORM_FILE")
+    try:
+        source: str | Path = path or chart_values_file()
+    except PlatformError:
+        source = ""
     return _cached(
-        env.get("SLUICE_PLATFORM_FILE"),
+        path,
         env.get("SLUICE_LAUNCHER"),
         env.get("SLUICE_ARTIFACT_ROOT"),
         env.get("SLUICE_HOME"),
+        _file_version(source) if source else None,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.platform import Platform, current_platform
+from sluice.specs import unchecked
 
 RUN_ID = "<run_id>"
 
@@ -44,7 +45,8 @@ def _step_task(task: Any) -> Any:
     kwargs = {key: value for key, value in task.partial_kwargs.items() if key in own}
     kwargs.setdefault("step_params", {"<mapped>": "expanded at run time, one set per mapped instance"})
     kwargs["inputs"] = {name: _placeholder(value) for name, value in kwargs.get("inputs", {}).items()}
-    return operator_class(task_id=task.task_id, **kwargs)  # standalone: in no DAG
+    with unchecked():  # its mapped values are placeholders; the policy checked what is known of them
+        return operator_class(task_id=task.task_id, **kwargs)  # standalone: in no DAG
 
 
 def pod_manifest(dag_id: str, task_id: str, dags_folder: Path, platform: Platform | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Cluster policy: CeleryKubernetesExecutor routing on Airflow 3, and queue/profile checks at DAG import.
+"""Cluster policy: CeleryKubernetesExecutor routing on Airflow 3, and queue/profile/step-spec checks at DAG import.
 
 Enabled by an ``airflow_local_settings.py`` that imports ``task_policy`` (the chart mounts one; the
 ``sluice`` CLI writes one into its local AIRFLOW_HOME).
@@ -77,6 +77,22 @@ def profile_problem(task: Any, platform: Platform) -> str | None:
     return None
 
 
+def step_problem(task: Any, platform: Platform) -> str | None:
+    """Why a mapped MLStepOperator's arguments known at import break its step's spec (``sluice.specs``), or None.
+
+    An unmapped step checks its spec when it is built (``MLStepOperator.__init__``); a mapped one is built only
+    when it runs, so its ``.partial()`` and literal ``.expand()`` values are checked here.
+    """
+    from sluice.operators import MLStepOperator
+    from sluice.specs import mapped_step_problem
+
+    operator_class = getattr(task, "operator_class", None)
+    mapped_step = isinstance(operator_class, type) and issubclass(operator_class, MLStepOperator)
+    if isinstance(task, MLStepOperator) or not mapped_step:
+        return None
+    return mapped_step_problem(task, platform)
+
+
 def queue_problem(task: Any, platform: Platform, executors: list[str]) -> str | None:
     """Why this task's queue can never run, or None; shared by the policy and ``sluice check``."""
     queue = task.queue
@@ -139,6 +155,7 @@ def task_policy(task: Any) -> None:
     platform = current_platform()
     executors = configured_executors()
     problem = queue_problem(task, platform, executors) or profile_problem(task, platform)
+    problem = problem or step_problem(task, platform)
     if problem:
         raise AirflowClusterPolicyViolation(problem)
     routed = task.queue == platform.routing.kubernetes_queue

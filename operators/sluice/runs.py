@@ -5,6 +5,7 @@ Used by ``sluice demo`` and by the pipeline tests, so what a user sees is what t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sluice import artifacts, compat
+from sluice.errors import SluiceError
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +98,28 @@ class RunOutcome:
         return self.state == "success" and all(t.state == "success" for t in self.tasks)
 
 
+STEPS_PACKAGE = "sluice_steps"
+
+
+class StepsNotInstalled(SluiceError, RuntimeError):
+    """The demo's data and steps come from the step package (distribution sluice-steps), absent here."""
+
+
+def require_steps_package() -> None:
+    """The examples' data generators and ``sluice-step`` are the step package's: say so rather than a traceback."""
+    if importlib.util.find_spec(STEPS_PACKAGE) is None:
+        raise StepsNotInstalled(
+            f"the example pipelines' data and steps come from the step package ({STEPS_PACKAGE}, distribution "
+            f"sluice-steps), which is not installed in this environment ({sys.prefix}): install it beside sluice "
+            "(README, 'Install as a library')"
+        )
+
+
 def write_demo_data(directory: Path) -> None:
     """The demo's two sources, made from a dataset scikit-learn ships (nothing is downloaded)."""
     if (directory / "measurements.csv").exists() and (directory / "measurements.db").exists():
         return
+    require_steps_package()
     subprocess.run(
         [sys.executable, "-m", "sluice_steps.demo_data", str(directory)],
         check=True,
@@ -116,6 +136,7 @@ def write_sharded_demo_data(
 ) -> None:
     """``sharded_training``'s source: a generated set (nothing downloaded); the generator keeps a set that
     already has these figures."""
+    require_steps_package()
     subprocess.run(
         [
             sys.executable,
@@ -202,7 +223,7 @@ def run_existing(dag_id: str, dags_folder: Path, run_id: str) -> RunOutcome:
     from airflow.utils.state import DagRunState
     from sqlalchemy import select
 
-    compat.require("sluice.runs.run_existing")
+    compat.require(compat.Feature.RUNS_RUN_EXISTING)
     dag = load_dag(dag_id, dags_folder)
     with create_session() as session:
         dr = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
@@ -270,7 +291,7 @@ def create_backfill(dag_id: str, from_date: datetime, to_date: datetime, conf: d
     from airflow.utils.session import create_session
     from sqlalchemy import func, select
 
-    problem = compat.problem("sluice.runs.backfill")
+    problem = compat.problem(compat.Feature.RUNS_BACKFILL)
     if problem is None:
         created = compat.create_backfill()(
             dag_id=dag_id,
@@ -326,7 +347,7 @@ def create_due_runs(dag_ids: list[str]) -> list[tuple[str, str, str]]:
     from airflow.utils.sqlalchemy import prohibit_commit
     from sqlalchemy import select, update
 
-    compat.require("sluice.runs.create_due_runs")
+    compat.require(compat.Feature.RUNS_CREATE_DUE_RUNS)
     with create_session() as session:
         before = set(session.scalars(select(DagRun.run_id).where(DagRun.dag_id.in_(dag_ids))).all())
         session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=False))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from sluice.errors import SluiceError
 from sluice.platform import Pool
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def desired_replicas(needed: float | int | None, pool: Pool) -> int:
     return max(scaling.min_replicas, min(scaling.max_replicas, wanted))
 
 
-class IndexBuildError(RuntimeError):
+class IndexBuildError(SluiceError, RuntimeError):
     """ensure-index could not leave a valid, current index: the migration Job fails with this message."""
 
 

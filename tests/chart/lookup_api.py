@@ -3,9 +3,9 @@
 `helm template --dry-run=server` runs the chart's `lookup` calls against the API server of its kubeconfig (plain
 `helm template` has none, and every lookup returns nothing: what Argo CD sees). This server answers what helm asks
 there: discovery of the kinds the render holds (helm maps each rendered object to its resource before it prints
-it) and GETs of the Secrets a test stored, as a real API server would after an install; any other object is a
-404. So a test renders an install with `render_chart`, stores the Secrets it wants the cluster to hold (as
-rendered, or changed as a user would change them), and renders the upgrade with `api.render(...)`.
+it) and GETs of the objects a test stored (Secrets; a Deployment a user scaled), as a real API server would after an
+install; any other object is a 404. So a test renders an install with `render_chart`, stores the objects it wants the
+cluster to hold (as rendered, or changed as a user would change them), and renders the upgrade with `api.render(...)`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _plural(kind: str) -> str:
 
 
 class LookupApi(ThreadingHTTPServer):
-    """Discovery for `kinds` ((apiVersion, kind) pairs) and GET of the stored Secrets."""
+    """Discovery for `kinds` ((apiVersion, kind) pairs) and GET of the stored objects."""
 
     daemon_threads = True
 
@@ -40,6 +40,7 @@ class LookupApi(ThreadingHTTPServer):
             resource = {"name": _plural(kind), "singularName": kind.lower(), "namespaced": True, "kind": kind}
             self.groups.setdefault(api_version, []).append({**resource, "verbs": ["get", "list"]})
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}  # (apiVersion, plural, namespace, name)
         self.unknown: list[str] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -51,13 +52,16 @@ class LookupApi(ThreadingHTTPServer):
         self.shutdown()
         super().__exit__(*exc)
 
-    def store(self, secret: dict[str, Any], namespace: str = "ml") -> None:
-        """Keep `secret` as the cluster would: in its namespace, with a uid."""
-        kept = json.loads(json.dumps(secret))
+    def store(self, obj: dict[str, Any], namespace: str = "ml") -> None:
+        """Keep `obj` (a Secret, or any kind the render holds) as the cluster would: in its namespace, with a uid."""
+        kept = json.loads(json.dumps(obj))
         meta = kept.setdefault("metadata", {})
         meta.setdefault("namespace", namespace)
         meta.setdefault("uid", str(uuid.uuid4()))
-        self.secrets[(meta["namespace"], meta["name"])] = kept
+        if kept.get("kind", "Secret") == "Secret":
+            self.secrets[(meta["namespace"], meta["name"])] = kept
+        else:
+            self.objects[(kept["apiVersion"], _plural(kept["kind"]), meta["namespace"], meta["name"])] = kept
 
     def kubeconfig(self, path: Path) -> Path:
         server = f"http://127.0.0.1:{self.server_port}"
@@ -100,6 +104,11 @@ class LookupApi(ThreadingHTTPServer):
             secret = self.secrets.get((parts[3], parts[5]))
             if secret is not None:
                 return 200, secret
+            return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+        if parts[0] == "apis" and len(parts) == 7 and parts[3] == "namespaces":
+            found = self.objects.get((f"{parts[1]}/{parts[2]}", parts[5], parts[4], parts[6]))
+            if found is not None:
+                return 200, found
             return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
         self.unknown.append(path)
         return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": f"no {path} here"}

@@ -51,7 +51,20 @@ def test_routing_policy_is_enabled_in_every_airflow_container(default_docs) -> N
 
 def test_platform_file_is_mounted_and_named_everywhere(default_docs) -> None:
     for name, container in airflow_containers(default_docs):
-        assert env_of(container)["SLUICE_PLATFORM_FILE"] == "/opt/sluice/platform.yaml", name
+        assert env_of(container)["SLUICE_PLATFORM_FILE"] == "/opt/sluice/platform/platform.yaml", name
+        assert env_of(container)["AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE"] == (
+            "/opt/sluice/platform/pod_template.yaml"
+        ), name
+
+
+def test_the_platform_configmap_is_mounted_as_a_directory_so_updates_reach_running_pods(default_docs) -> None:
+    """The kubelet never updates a subPath mount; a directory mount it does (tests/unit/test_platform_live.py)."""
+    for name, container in airflow_containers(default_docs):
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "platform"]
+        directory = [m for m in mounts if m["mountPath"] == "/opt/sluice/platform"]
+        assert directory == [{"name": "platform", "mountPath": "/opt/sluice/platform", "readOnly": True}], name
+        by_sub_path = {m["mountPath"]: m.get("subPath") for m in mounts if "subPath" in m}
+        assert by_sub_path == {"/opt/airflow/config/airflow_local_settings.py": "airflow_local_settings.py"}, name
 
 
 def test_rendered_platform_yaml_is_what_the_sluice_package_loads(default_docs) -> None:

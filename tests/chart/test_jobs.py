@@ -73,6 +73,14 @@ def test_the_migration_waits_for_the_database_then_migrates_and_builds_the_index
     assert script.startswith("set -euo pipefail;")
 
 
+def test_the_migration_refuses_a_schema_newer_than_its_airflow_before_migrating() -> None:
+    """Migrations go forward only: after a rollback the guard stops the Job with one line naming both revisions
+    (tests/integration/test_forward_only_migrations.py) where `airflow db migrate` would fail inside alembic."""
+    script = jobs()["sluice-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"][-1]
+    guard = "python -m sluice.migrations forward-only;"
+    assert script.index("airflow db check --retry") < script.index(guard) < script.index("airflow db migrate")
+
+
 def test_no_job_command_hides_a_failure() -> None:
     for job in jobs().values():
         for container in containers(job["spec"]["template"]["spec"]):

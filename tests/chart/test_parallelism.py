@@ -23,16 +23,22 @@ def parallelism(values: dict[str, Any]) -> int:
 
 def test_the_default_covers_the_default_pools_and_the_kubernetes_executor_allowance(default_docs) -> None:
     # default 4 x 8 + highmem 2 x 2 + gpu 2 x 1 = 38 slots, + kubernetesExecutor.parallelism 16
-    for name, spec in pod_specs(default_docs):
-        for container in containers(spec):
-            env = env_of(container)
-            if "AIRFLOW__CORE__EXECUTOR" in env:
-                assert env["AIRFLOW__CORE__PARALLELISM"] == "54", (name, container["name"])
+    scheduler = get(default_docs, "Deployment", "sluice-scheduler")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(scheduler)["AIRFLOW__CORE__PARALLELISM"] == "54"
 
 
-def test_the_kubernetes_executor_pod_template_gets_it_too(default_docs) -> None:
+def test_only_the_scheduler_gets_it_so_a_pools_size_restarts_nothing_else(default_docs) -> None:
+    """Only the scheduler's executors read [core] parallelism. In every container's env, a pool's maxReplicas would
+    restart every worker (and drain it, up to its grace period) for a number no worker reads."""
     template = yaml.safe_load(get(default_docs, "ConfigMap", "sluice-platform")["data"]["pod_template.yaml"])
-    assert env_of(template["spec"]["containers"][0])["AIRFLOW__CORE__PARALLELISM"] == "54"
+    specs = [*pod_specs(default_docs), ("KubernetesExecutor pod template", template["spec"])]
+    setters = {
+        (name, container["name"])
+        for name, spec in specs
+        for container in containers(spec)
+        if "AIRFLOW__CORE__PARALLELISM" in env_of(container)
+    }
+    assert setters == {("Deployment/sluice-scheduler", "scheduler")}
 
 
 def test_raising_a_pools_max_replicas_raises_it() -> None:

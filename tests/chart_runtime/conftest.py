@@ -9,12 +9,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pytest_redis import factories
 
 from tests.chart_runtime.install import Installed, install
 from tests.support.s3 import moto_s3
-
-chart_redis = factories.redis_proc(port=None)
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +22,9 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def installed(
-    pg_server, chart_redis, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Installed]:
-    redis_url = f"redis://{chart_redis.host}:{chart_redis.port}/0"
-    with install(pg_server, redis_url, s3_endpoint, tmp_path_factory.mktemp("chart-runtime")) as cluster:
+def installed(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """The chart with its default values: the bundled PostgreSQL, Redis and statsd exporter are its own pods."""
+    with install(s3_endpoint, tmp_path_factory.mktemp("chart-runtime")) as cluster:
         yield cluster
 
 

@@ -65,6 +65,7 @@ class Probe:
     def __init__(self, installed: Installed, mode: str, *args: str, profile: str = "default") -> None:
         self.installed = installed
         self.pods = f"{installed.api.url}/api/v1/namespaces/{NAMESPACE}/pods"
+        self.admin = installed.api.admin_headers  # the harness creates it as an admin would (kubectl)
         platform = installed.platform
         run_id = f"probe-{uuid.uuid4().hex[:8]}"
         prefix = artifacts.task_prefix(platform.artifacts.root, "chart_probe", run_id, mode, -1)
@@ -87,18 +88,18 @@ class Probe:
 
     def run(self) -> dict[str, Any]:
         """Create the pod and wait for it to end: its ``terminated`` state, with the pod's phase and log."""
-        created = httpx.post(self.pods, json=self.manifest, timeout=60)
+        created = httpx.post(self.pods, json=self.manifest, headers=self.admin, timeout=60)
         assert created.status_code == 201, created.text
         deadline = time.monotonic() + END_BOUND
         while True:
-            pod = httpx.get(f"{self.pods}/{self.name}", timeout=30).json()
+            pod = httpx.get(f"{self.pods}/{self.name}", headers=self.admin, timeout=30).json()
             if pod["status"]["phase"] in ("Succeeded", "Failed"):
                 break
             assert time.monotonic() < deadline, f"not ended in {END_BOUND:.0f} s:\n{self.describe()}"
             time.sleep(0.5)
         statuses = pod["status"].get("containerStatuses") or [{}]
         assert "terminated" in statuses[0].get("state", {}), f"{pod['status']}\n{self.describe()}"
-        log = httpx.get(f"{self.pods}/{self.name}/log", timeout=30).text
+        log = httpx.get(f"{self.pods}/{self.name}/log", headers=self.admin, timeout=30).text
         return {"phase": pod["status"]["phase"], **statuses[0]["state"]["terminated"], "log": log}
 
     def describe(self) -> str:
@@ -114,7 +115,7 @@ class Probe:
         return box.image_id[:12]
 
     def delete(self) -> None:
-        httpx.delete(f"{self.pods}/{self.name}", timeout=120)
+        httpx.delete(f"{self.pods}/{self.name}", headers=self.admin, timeout=120)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -26,17 +27,29 @@ def test_every_dag_imports_without_errors(dagbag) -> None:
     assert {"ml_training_pipeline", "batch_scoring", "daily_features"} <= set(dagbag.dags)
 
 
-def test_no_dag_has_a_cycle(dagbag) -> None:
-    for dag in dagbag.dags.values():
-        dag.check_cycle()
+# The default grid as the README and docs/pipelines.md describe it: 12 candidates over 5 algorithms, the tree
+# ensembles on the highmem pool.
+DEFAULT_POOL_ALGORITHMS = {"logistic_regression": 3, "knn": 3, "svc": 2}
+HIGHMEM_ALGORITHMS = {"random_forest": 2, "gradient_boosting": 2}
 
 
-def test_default_grid_maps_twelve_candidates_over_four_algorithms_one_pool_highmem(dagbag) -> None:
+def test_default_grid_maps_twelve_candidates_over_five_algorithms_the_tree_ensembles_on_highmem(dagbag) -> None:
     dag = dagbag.dags["ml_training_pipeline"]
     grid = dag.params["grid"]
-    assert len(grid) >= 12
-    assert len({entry["algorithm"] for entry in grid}) >= 4
-    assert any(entry.get("profile") == "highmem" for entry in grid)
+    assert Counter(entry["algorithm"] for entry in grid) == DEFAULT_POOL_ALGORITHMS | HIGHMEM_ALGORITHMS
+    assert len(grid) == 12
+    highmem = [entry["algorithm"] for entry in grid if entry.get("profile") == "highmem"]
+    assert Counter(highmem) == HIGHMEM_ALGORITHMS
+    # What the two mapped train tasks expand to: plan_grid splits the grid by pool, each candidate once.
+    plans = {
+        pool: dag.get_task(task_id).python_callable(pool, params=dag.params)
+        for pool, task_id in (("default", "plan_grid"), ("highmem", "plan_grid_highmem"))
+    }
+    assert {pool: len(plan) for pool, plan in plans.items()} == {"default": 8, "highmem": 4}
+    assert sorted(p["step_params"]["candidate"][:2] for plan in plans.values() for p in plan) == [
+        f"{i:02d}" for i in range(12)
+    ]
+    assert Counter(p["step_params"]["algorithm"] for p in plans["highmem"]) == HIGHMEM_ALGORITHMS
     assert dag.get_task("train_highmem").queue == "highmem"
     assert dag.get_task("champion").trigger_rule == "all_done"
     assert [o.name for o in dag.get_task("publish").outlets] == ["model/breast-cancer-classifier"]

@@ -72,7 +72,6 @@ def test_a_rerun_is_served_from_the_s3_cache(s3_root: str, tmp_path: Path) -> No
                 command=["sluice-step", "ingest"],
                 step_params={"source": str(source)},
                 outputs={"data": "data.parquet"},
-                cache=False,
             )
             MLStepOperator(
                 task_id="validate",

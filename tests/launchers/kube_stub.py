@@ -201,6 +201,13 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             if method == "POST":
                 body = self._body()
+                if self.server.scenario == "forbidden":  # RBAC refuses the account pod creation
+                    message = (
+                        'pods is forbidden: User "system:serviceaccount:ml:sluice-worker" cannot create resource '
+                        '"pods" in API group "" in the namespace "ml"'
+                    )
+                    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message}
+                    return self._send(403, {**status, "reason": "Forbidden", "details": {"kind": "pods"}, "code": 403})
                 self.server.created.append(body)
                 self.server.add_pod(body["metadata"]["name"], body["metadata"].get("labels", {}), match["ns"])
                 if self.server.scenario == "succeeded":

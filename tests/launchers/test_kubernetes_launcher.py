@@ -74,18 +74,27 @@ def cluster(stub: KubeStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, air
     monkeypatch.setenv("SLUICE_PLATFORM_FILE", str(platform))
     monkeypatch.delenv("SLUICE_LAUNCHER", raising=False)
     monkeypatch.delenv("SLUICE_ARTIFACT_ROOT", raising=False)
+    (tmp_path / "train.parquet").write_bytes(b"the training rows (the stub pod never reads them)")
     return stub
+
+
+def train_step(**kwargs: object) -> MLStepOperator:
+    """The train step with what its spec requires (checked when it is built): its input and two params."""
+    train_set = Path(os.environ["SLUICE_PLATFORM_FILE"]).with_name("train.parquet")  # the cluster fixture's
+    return MLStepOperator(
+        task_id="train",
+        image="ml-steps",
+        command=["sluice-step", "train"],
+        inputs={"train": str(train_set)},
+        step_params={"target": "target", "algorithm": "knn"},
+        outputs={"model": "model.joblib"},
+        **kwargs,
+    )
 
 
 def one_step_dag() -> DAG:
     with DAG(f"k8s_{next(_ids)}", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
-        MLStepOperator(
-            task_id="train",
-            image="ml-steps",
-            command=["sluice-step", "train"],
-            outputs={"model": "model.joblib"},
-            retries=0,
-        )
+        train_step(retries=0)
     return dag
 
 
@@ -188,6 +197,18 @@ def test_image_pull_backoff_fails_fast_naming_the_image(cluster: KubeStub) -> No
     assert "ImagePullBackOff" in result.message and "reg/ml-steps:9.9" in result.message
 
 
+@pytest.mark.parametrize("cluster", ["forbidden"], indirect=True)
+def test_a_pod_the_api_refuses_fails_with_the_apis_own_reason(cluster: KubeStub) -> None:
+    """The client's exception says only "(403)": the task's error carries the Status message (who may not do what)."""
+    launcher, step, context = launch()
+    result = launcher.run(step, LOG, context)
+    assert result.failure is FailureKind.START and not result.failure.permanent  # fixing the Role fixes a retry
+    assert result.message == (
+        "step pod for train not run: the Kubernetes API answered 403 Forbidden: pods is forbidden: User "
+        '"system:serviceaccount:ml:sluice-worker" cannot create resource "pods" in API group "" in the namespace "ml"'
+    )
+
+
 @pytest.mark.parametrize("cluster", ["failed"], indirect=True)
 def test_failed_pod_is_kept_for_debugging_under_delete_succeeded_pod(cluster: KubeStub) -> None:
     launcher, step, context = launch()
@@ -258,9 +279,7 @@ def test_resumed_step_reads_its_result_and_publishes_outputs(cluster: KubeStub, 
     from airflow.sdk.exceptions import TaskDeferred
 
     with DAG(f"k8s_{next(_ids)}", schedule=None, start_date=datetime(2026, 1, 1)):
-        task = MLStepOperator(
-            task_id="train", image="ml-steps", command=["sluice-step", "train"], outputs={"model": "model.joblib"}
-        )
+        task = train_step()
     pushed: dict[str, str] = {}
     ti = SimpleNamespace(
         dag_id=task.dag_id,
@@ -278,3 +297,17 @@ def test_resumed_step_reads_its_result_and_publishes_outputs(cluster: KubeStub, 
     assert result["metrics"] == {"ran_in": "pod"}
     assert pushed["model"].endswith("/train/model.joblib")
     assert f"/api/v1/namespaces/ml/pods/{pod}" in cluster.calls("DELETE")
+
+
+@pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
+def test_a_worker_without_api_credentials_fails_before_any_pod_saying_so(
+    cluster: KubeStub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker whose ServiceAccount mounts no token has no credentials: no request is made, and the task says why."""
+    missing = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(tmp_path / "no-token"), "namespace": "ml"}}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(missing))
+    launcher, step, context = launch()
+    result = launcher.run(step, LOG, context)
+    assert result.failure is FailureKind.START and cluster.created == []
+    assert result.message.startswith("step pod for train not run: no Kubernetes API credentials (")
+    assert result.message.endswith("); does the ServiceAccount mount its token?")

@@ -34,34 +34,34 @@ def step_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root / "sluice_steps"
 
 
-def ingest(dag_id: str, source: Path) -> RunOutcome:
+def batch(dag_id: str) -> RunOutcome:
+    """The ``batch`` step: pure (its spec says so), so the cache may serve it."""
     with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
         MLStepOperator(
-            task_id="ingest",
+            task_id="batch",
             image="ml-steps",
-            command=["sluice-step", "ingest"],
-            step_params={"source": str(source)},
-            outputs={"data": "data.parquet"},
+            command=["sluice-step", "batch"],
+            step_params={"interval_start": "2026-01-01T00:00:00+00:00", "rows": 20},
+            outputs={"batch": "batch.parquet"},
             retries=0,
         )
     return run_dag_object(dag)
 
 
 def test_an_edited_step_runs_again_and_its_reverted_code_is_served_from_the_cache(
-    airflow_db: Path, demo_data: Path, step_package: Path, capfd: pytest.CaptureFixture[str]
+    airflow_db: Path, step_package: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     dag_id = f"cache_code_{next(_ids)}"
-    source = demo_data / "measurements.csv"
-    original = (step_package / "ingest.py").read_text()
-    assert ingest(dag_id, source).task("ingest").cache_state == "miss"
+    original = (step_package / "batch.py").read_text()
+    assert batch(dag_id).task("batch").cache_state == "miss"
 
-    (step_package / "ingest.py").write_text(
-        original.replace(EDIT_MARK, EDIT_MARK + '    print("the edited ingest ran")\n')
+    (step_package / "batch.py").write_text(
+        original.replace(EDIT_MARK, EDIT_MARK + '    print("the edited batch ran")\n')
     )
     capfd.readouterr()
-    edited = ingest(dag_id, source).task("ingest")
+    edited = batch(dag_id).task("batch")
     assert edited.state == "success" and edited.cache_state == "miss"
-    assert "the edited ingest ran" in "".join(capfd.readouterr())
+    assert "the edited batch ran" in "".join(capfd.readouterr())
 
-    (step_package / "ingest.py").write_text(original)
-    assert ingest(dag_id, source).task("ingest").cache_state == "hit"
+    (step_package / "batch.py").write_text(original)
+    assert batch(dag_id).task("batch").cache_state == "hit"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -89,11 +89,16 @@ def test_step_stdout_and_stderr_are_streamed_into_the_task_log(capfd: pytest.Cap
     assert "[step] step done" in log
 
 
-def test_exit_zero_without_result_json_is_a_contract_violation() -> None:
+def test_exit_zero_without_result_json_is_a_contract_violation_not_retried(capfd: pytest.CaptureFixture[str]) -> None:
     with new_dag("noresult") as dag:
-        step("silent", "noresult", retries=0)
+        step("silent", "noresult", retries=2, retry_delay=timedelta(0))
     outcome = run_dag_object(dag)
-    assert outcome.task("silent").state == "failed"
+    assert (outcome.task("silent").state, outcome.task("silent").try_number) == ("failed", 1), (
+        "a broken contract fails the same way on every try: retries are not spent on it"
+    )
+    log = task_log(capfd)
+    assert "step failed (contract_violation, not retried): step broke its contract: it exited 0 but wrote no " in log
+    assert "PermanentStepRunError" in log
 
 
 def test_result_with_another_contract_version_is_refused(capfd: pytest.CaptureFixture[str]) -> None:
@@ -198,7 +203,10 @@ def test_changed_input_bytes_miss_the_cache_downstream() -> None:
 def test_opted_out_step_never_hits_the_cache() -> None:
     with new_dag("nocache") as dag:
         step("a", cache=False)
-    run_dag_object(dag)
+    first = run_dag_object(dag).task("a")
     with DAG(dag.dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as again:
         step("a", cache=False)
-    assert run_dag_object(again).task("a").cache_hit is False
+    second = run_dag_object(again).task("a")
+    assert (first.state, second.state) == ("success", "success")
+    assert (first.cache_state, second.cache_state) == ("off", "off"), "neither looked the step up nor stored it"
+    assert second.result is not None and second.result["cache"]["off"] == "the step sets cache=False"

@@ -149,10 +149,58 @@ def test_prod_values_bundle_no_database_and_no_generated_password() -> None:
     assert yaml.safe_load((REPO / "deploy/values-prod.yaml").read_text())["artifacts"]["root"].startswith("s3://")
 
 
+# `.spec.install.strategy` / `.spec.upgrade.strategy` came with Flux 2.7; cloudcoil-models-fluxcd for this Python (3.11)
+# stops at Flux 2.5 (2.9.5.0 and later need Python 3.14), so those two are checked against the HelmRelease v2 API
+# reference (fluxcd/helm-controller docs/spec/v2/helmreleases.md, "Install strategy", "Upgrade strategy") and its CRD's
+# validation rule, and everything else against the model.
+FLUX_STRATEGY_FIELDS = {"name", "retryInterval"}
+FLUX_STRATEGY_NAMES = {"RemediateOnFailure", "RetryOnFailure"}
+GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+
+
+def helm_release() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "deploy/flux/helmrelease.yaml").read_text())
+
+
+def go_seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, _, u in re.findall(r"([0-9]+(\.[0-9]+)?)(ms|s|m|h)", duration))
+
+
 @pytest.mark.parametrize(("path", "model"), [("gitrepository.yaml", GitRepository), ("helmrelease.yaml", HelmRelease)])
 def test_flux_objects_match_their_crd_models_without_unknown_keys(path: str, model) -> None:
     doc = yaml.safe_load((REPO / "deploy" / "flux" / path).read_text())
+    for action in ("install", "upgrade"):
+        doc.get("spec", {}).get(action, {}).pop("strategy", None)  # newer than the model: checked below
     assert unknown_keys(model.model_validate(doc), doc) == []
+
+
+@pytest.mark.parametrize("action", ["install", "upgrade"])
+def test_flux_strategies_use_the_documented_fields_and_rule(action: str) -> None:
+    strategy = helm_release()["spec"][action]["strategy"]
+    assert set(strategy) <= FLUX_STRATEGY_FIELDS and strategy["name"] in FLUX_STRATEGY_NAMES
+    if "retryInterval" in strategy:  # the CRD's rule: "can only be set when .name is 'RetryOnFailure'"
+        assert strategy["name"] == "RetryOnFailure" and GO_DURATION.match(strategy["retryInterval"])
+
+
+@pytest.mark.parametrize("action", ["install", "upgrade"])
+def test_flux_retries_a_failed_release_forward_and_never_rolls_back_or_uninstalls(action: str) -> None:
+    """Flux's upgrade remediation is a rollback: it would recreate the previous release's migration Job against the
+    schema the new one migrated. Retried as it is instead (RetryOnFailure, no remediation); on a Flux without
+    `strategy`, no retries and no remediation, so a failure waits for a fix."""
+    spec = helm_release()["spec"][action]
+    assert spec["strategy"]["name"] == "RetryOnFailure"
+    assert spec["remediation"] == {"retries": 0, "remediateLastFailure": False}
+    assert not spec.get("cleanupOnFail", False), "a failed upgrade's migration Job may still be migrating"
+    assert "rollback" not in helm_release()["spec"]
+
+
+def test_flux_waits_long_enough_for_a_slow_migration() -> None:
+    """The pods wait for the migration (wait-for-migrations: up to 600 s a try, then restarted); a release timeout of
+    an hour covers a long one, and a longer one only fails this try: the retry finds the Job done."""
+    spec = helm_release()["spec"]
+    assert go_seconds(spec["timeout"]) >= 3600
+    assert not spec["install"].get("disableWaitForJobs") and not spec["upgrade"].get("disableWaitForJobs")
 
 
 def test_flux_release_uses_files_that_exist() -> None:
@@ -200,17 +248,36 @@ ARGO_SYNC_OPTIONS = {
 }
 
 
+ARGO_SYNC_POLICY = {"automated", "syncOptions", "retry", "managedNamespaceMetadata"}
+ARGO_RETRY = {"limit", "backoff", "refresh"}
+ARGO_BACKOFF = {"duration", "factor", "maxDuration"}
+
+
 def test_argocd_application_uses_documented_fields_and_existing_values_files() -> None:
     app = yaml.safe_load((REPO / "deploy/argocd/application.yaml").read_text())
     assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
     assert set(app["spec"]) <= ARGO_SPEC
     assert set(app["spec"]["source"]) <= ARGO_SOURCE
     assert set(app["spec"]["source"]["helm"]) <= ARGO_HELM
+    assert set(app["spec"]["syncPolicy"]) <= ARGO_SYNC_POLICY
     assert set(app["spec"]["syncPolicy"]["syncOptions"]) <= ARGO_SYNC_OPTIONS
+    assert set(app["spec"]["syncPolicy"]["retry"]) <= ARGO_RETRY
+    assert set(app["spec"]["syncPolicy"]["retry"]["backoff"]) <= ARGO_BACKOFF
     chart_dir = REPO / app["spec"]["source"]["path"]
     for values in app["spec"]["source"]["helm"]["valueFiles"]:
         resolved = (chart_dir / values).resolve()
         assert resolved.is_file(), values
+
+
+def test_argocd_retries_a_failed_sync_forward_and_cannot_roll_back() -> None:
+    """Argo CD refuses a rollback while automated sync is on; a failed sync is retried with the newest commit
+    (`refresh`), for as long as it takes (a negative limit), backing off to at most 10 minutes between tries."""
+    policy = yaml.safe_load((REPO / "deploy/argocd/application.yaml").read_text())["spec"]["syncPolicy"]
+    assert policy["automated"]["selfHeal"] is True
+    retry = policy["retry"]
+    assert retry["limit"] < 0 and retry["refresh"] is True
+    assert GO_DURATION.match(retry["backoff"]["duration"]) and GO_DURATION.match(retry["backoff"]["maxDuration"])
+    assert go_seconds(retry["backoff"]["maxDuration"]) <= 600
 
 
 # --- README ---------------------------------------------------------------------------------------

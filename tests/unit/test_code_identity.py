@@ -36,9 +36,9 @@ def test_sluice_step_is_named_by_the_files_of_the_step_package_the_step_runs() -
     package = REPO / "images" / "ml-steps" / "sluice_steps"
     assert identity.value and identity.value.startswith("sha256:")
     assert identity.about == (
-        f"package sluice_steps ({package}): the 5 of its {len(python_files([package]))} files it runs: "
+        f"package sluice_steps ({package}): the 6 of its {len(python_files([package]))} files it runs: "
         "sluice_steps/__init__.py, sluice_steps/__main__.py, sluice_steps/contract.py, sluice_steps/evaluate.py, "
-        "sluice_steps/train.py"
+        "sluice_steps/spec.py, sluice_steps/train.py"
     )
 
 

@@ -1,5 +1,6 @@
-"""sluice.compat: every private Airflow symbol Sluice touches checks out on the pinned Airflow, a removed or changed
-one is reported by name, and no private Airflow name is used anywhere else in the package."""
+"""sluice.compat: every private symbol Sluice touches checks out on the pinned releases, a removed or changed
+one is reported by name, an untested release of the distribution that ships it takes the fallback, features are
+an enum, and no private module or attribute of Airflow, a provider or Celery is used anywhere else."""
 
 from __future__ import annotations
 
@@ -7,47 +8,67 @@ import ast
 import importlib
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sluice import compat
+from sluice.compat import Feature
+
+from tests.unit import private_use
 
 PACKAGE = Path(compat.__file__).parent
-# Private-looking names in the package that are not Airflow's.
-NOT_AIRFLOW = {
-    "_cache": "the step cache's folder in the artifact store (sluice.cache)",
-    "_replace": "a named tuple's public method (urllib's SplitResult)",
-}
+REPO = PACKAGE.parents[1]
+SCANNED = [PACKAGE, REPO / "dags", REPO / "images" / "ml-steps"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings() -> Iterator[None]:
+    compat._warned.clear()
+    yield
+    compat._warned.clear()
+
+
+def pretend(monkeypatch: pytest.MonkeyPatch, **versions: str) -> None:
+    """``installed_version`` answers these versions (keys: distribution names with _ for -) and the rest as is."""
+    real = compat.installed_version
+    wanted = {name.replace("_", "-"): version for name, version in versions.items()}
+    monkeypatch.setattr(compat, "installed_version", lambda d: wanted.get(d) or real(d))
 
 
 @pytest.mark.parametrize("entry", compat.ENTRIES, ids=lambda entry: entry.symbol.split(",")[0].rsplit(".", 1)[-1])
-def test_each_private_symbol_checks_out_on_the_pinned_airflow(entry: compat.Private) -> None:
-    """An Airflow upgrade that removes or changes one of them fails here, naming it."""
+def test_each_private_symbol_checks_out_on_the_pinned_releases(entry: compat.Private) -> None:
+    """An upgrade that removes or changes one of them fails here, naming it."""
     assert entry.problem() is None
 
 
 REMOVALS = [
-    ("airflow.sdk.execution_time.supervisor:ActivitySubprocess", "_monitor_subprocess", compat.EXIT_WAKEUP),
-    ("airflow.sdk.execution_time.supervisor:WatchedSubprocess", "_service_subprocess", compat.EXIT_WAKEUP),
-    ("airflow.sdk.execution_time.supervisor:ActivitySubprocess", "_on_child_started", compat.START_HEARTBEAT),
-    ("airflow.sdk.execution_time.supervisor:ActivitySubprocess", "_last_heartbeat_attempt", compat.START_HEARTBEAT),
-    ("airflow.sdk.execution_time.supervisor:ActivitySubprocess", "_last_successful_heartbeat", compat.START_HEARTBEAT),
-    ("airflow.dag_processing.dagbag", "BundleDagBag", compat.DAG_CACHE),
-    ("airflow.sdk.execution_time.context", "_get_variable", compat.DAG_CACHE),
-    ("airflow.sdk.execution_time.context", "_async_get_connection", compat.DAG_CACHE),
-    ("airflow.sdk.definitions.context", "_AIRFLOW_PARSING_CONTEXT_DAG_ID", compat.DAG_CACHE),
-    ("airflow.models.backfill", "_create_backfill", "sluice.runs.backfill"),
-    ("airflow.jobs.scheduler_job_runner:SchedulerJobRunner", "_create_dagruns_for_dags", "sluice.runs.create_due_runs"),
-    ("airflow.models.dagrun", "get_or_create_dagrun", "sluice.runs.run_existing"),
+    ("airflow.sdk.execution_time.supervisor:ActivitySubprocess", "_monitor_subprocess", Feature.EXIT_WAKEUP),
+    ("airflow.sdk.execution_time.supervisor:WatchedSubprocess", "_service_subprocess", Feature.EXIT_WAKEUP),
+    ("airflow.sdk.execution_time.supervisor:ActivitySubprocess", "_on_child_started", Feature.START_HEARTBEAT),
+    ("airflow.sdk.execution_time.supervisor:ActivitySubprocess", "_last_heartbeat_attempt", Feature.START_HEARTBEAT),
+    ("airflow.sdk.execution_time.supervisor:ActivitySubprocess", "_last_successful_heartbeat", Feature.START_HEARTBEAT),
+    ("airflow.dag_processing.dagbag", "BundleDagBag", Feature.DAG_CACHE),
+    ("airflow.sdk.execution_time.context", "_get_variable", Feature.DAG_CACHE),
+    ("airflow.sdk.execution_time.context", "_async_get_connection", Feature.DAG_CACHE),
+    ("airflow.sdk.definitions.context", "_AIRFLOW_PARSING_CONTEXT_DAG_ID", Feature.DAG_CACHE),
+    ("airflow.providers.celery.executors.celery_executor_utils", "execute_workload", Feature.DAG_CACHE),
+    ("airflow.models.backfill", "_create_backfill", Feature.RUNS_BACKFILL),
+    ("airflow.jobs.scheduler_job_runner:SchedulerJobRunner", "_create_dagruns_for_dags", Feature.RUNS_CREATE_DUE_RUNS),
+    ("airflow.models.dagrun", "get_or_create_dagrun", Feature.RUNS_RUN_EXISTING),
+    ("airflow.sdk.definitions._internal.expandinput:DictOfListsExpandInput", "value", Feature.POLICY_MAPPED_CHECKS),
     (
-        "airflow.sdk.definitions._internal.expandinput:DictOfListsExpandInput",
-        "value",
-        "sluice.policy mapped-task checks",
+        "airflow.providers.cncf.kubernetes.operators.pod:KubernetesPodOperator",
+        "execute_sync",
+        Feature.KUBERNETES_EXECUTE,
     ),
+    ("airflow.providers.cncf.kubernetes.utils.pod_manager:PodManager", "read_pod", Feature.KUBERNETES_READ_POD),
+    ("airflow.models.log:Log", "__tablename__", Feature.STATUS_TABLES),
 ]
 
 
-def owner(path: str) -> object:
+def owner(path: str) -> Any:
     module, _, name = path.partition(":")
     found = importlib.import_module(module)
     return getattr(found, name) if name else found
@@ -55,10 +76,15 @@ def owner(path: str) -> object:
 
 @pytest.mark.parametrize(("where", "name", "feature"), REMOVALS, ids=[name for _, name, _ in REMOVALS])
 def test_a_removed_symbol_is_reported_by_name(
-    where: str, name: str, feature: str, monkeypatch: pytest.MonkeyPatch
+    where: str, name: str, feature: Feature, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert compat.problem(feature) is None
-    monkeypatch.delattr(owner(where), name)
+    if name == "__tablename__":  # a table that moved: the model's table is another one now
+        table = owner(where).__table__
+        monkeypatch.setattr(table, "name", "audit_log")
+        name = "audit_log"
+    else:
+        monkeypatch.delattr(owner(where), name)
     found = compat.problem(feature)
     assert found is not None and name in found, found
 
@@ -70,7 +96,7 @@ def test_a_task_runner_that_binds_bundle_dag_bag_at_import_would_not_see_the_cac
     from airflow.sdk.execution_time import task_runner
 
     monkeypatch.setattr(task_runner, "BundleDagBag", dagbag.BundleDagBag, raising=False)
-    assert "binds BundleDagBag at import" in (compat.problem(compat.DAG_CACHE) or "")
+    assert "binds BundleDagBag at import" in (compat.problem(Feature.DAG_CACHE) or "")
 
 
 def test_a_changed_signature_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,31 +106,93 @@ def test_a_changed_signature_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
         pass
 
     monkeypatch.setattr(ActivitySubprocess, "_monitor_subprocess", monitor)
-    assert "takes arguments now" in (compat.problem(compat.EXIT_WAKEUP) or "")
+    assert "takes arguments now" in (compat.problem(Feature.EXIT_WAKEUP) or "")
 
 
-@pytest.mark.parametrize(
-    ("distribution", "version", "feature"),
-    [
-        ("apache-airflow-core", "3.4.0", compat.DAG_CACHE),
-        ("apache-airflow-core", "3.2.1", "sluice.runs.backfill"),
-        ("apache-airflow-task-sdk", "1.4.0rc1", compat.START_HEARTBEAT),
-        ("apache-airflow-task-sdk", "2.0.0", compat.EXIT_WAKEUP),
-    ],
-)
-def test_an_airflow_outside_the_tested_range_is_refused_naming_the_version(
-    distribution: str, version: str, feature: str, monkeypatch: pytest.MonkeyPatch
+# ---- features are an enum -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lookup", [compat.problem, compat.require, compat.entries, compat.versions_problem])
+@pytest.mark.parametrize("name", ["sluice.runs.run_existin", "no-such-feature", "dag-cache"])
+def test_a_feature_named_by_a_string_is_refused_not_passed(lookup: Any, name: str) -> None:
+    """A typo used to find no entries, so problem() said None and require() passed: now it cannot be asked."""
+    with pytest.raises(TypeError, match=r"Feature enum .*Feature\.DAG_CACHE"):
+        lookup(name)
+
+
+def test_every_feature_has_entries_and_every_entry_a_feature() -> None:
+    assert all(compat.entries(feature) for feature in Feature)
+    assert {entry.feature for entry in compat.ENTRIES} == set(Feature)
+    with pytest.raises(TypeError, match="Feature"):
+        compat.Private("x._y", "what", "dag-cache", (compat.AIRFLOW_CORE,), "none", lambda: None)  # type: ignore[arg-type]
+
+
+def test_a_feature_without_entries_fails_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compat, "ENTRIES", tuple(e for e in compat.ENTRIES if e.feature is not Feature.STATUS_TABLES))
+    with pytest.raises(RuntimeError, match="STATUS_TABLES has no entry"):
+        compat._by_feature()
+
+
+# ---- each symbol is gated on the distribution that ships it, at the releases tested -----------------------
+
+
+def test_the_tested_releases_are_the_lock_files_pins_and_installed() -> None:
+    """Bumping a pin in requirements/lock.txt without testing the new release (and adding it here) fails."""
+    lock = REPO / "requirements" / "lock.txt"
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock.read_text(), re.MULTILINE))
+    used = {tested for entry in compat.ENTRIES for tested in entry.tested}
+    assert used == set(compat.DISTRIBUTIONS)
+    for tested in compat.DISTRIBUTIONS:
+        pinned = pins.get(tested.distribution)
+        assert pinned in tested.versions, f"{lock.name} pins {tested.distribution}=={pinned}; compat: {tested.label}"
+        assert compat.installed_version(tested.distribution) == pinned, "run `make setup`: the venv is not the lock"
+
+
+# (distribution, an untested release, a feature whose symbol it ships)
+UNTESTED = [
+    ("apache-airflow-core", "3.3.3", Feature.DAG_CACHE),
+    ("apache-airflow-core", "3.4.0", Feature.RUNS_BACKFILL),
+    ("apache-airflow-core", "3.2.1", Feature.STATUS_TABLES),
+    ("apache-airflow-task-sdk", "1.3.3", Feature.START_HEARTBEAT),
+    ("apache-airflow-task-sdk", "1.3.2rc1", Feature.EXIT_WAKEUP),
+    ("apache-airflow-task-sdk", "2.0.0", Feature.POLICY_MAPPED_CHECKS),
+    ("apache-airflow-providers-celery", "3.26.1", Feature.DAG_CACHE),
+    ("apache-airflow-providers-cncf-kubernetes", "10.25.1", Feature.KUBERNETES_EXECUTE),
+    ("apache-airflow-providers-cncf-kubernetes", "10.24.0", Feature.KUBERNETES_READ_POD),
+]
+
+
+@pytest.mark.parametrize(("distribution", "version", "feature"), UNTESTED, ids=[f"{d} {v}" for d, v, _ in UNTESTED])
+def test_an_untested_release_is_refused_naming_the_distribution_its_version_and_the_tested_ones(
+    distribution: str, version: str, feature: Feature, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = compat.installed_version
-    monkeypatch.setattr(compat, "installed_version", lambda d: version if d == distribution else real(d))
+    pretend(monkeypatch, **{distribution: version})
+    tested = next(t for t in compat.DISTRIBUTIONS if t.distribution == distribution)
     found = compat.problem(feature) or ""
-    assert f"{distribution} {version} is outside the range Sluice was tested on" in found, found
+    assert f"{distribution} {version} is not a release Sluice was tested on" in found, found
+    assert f"tested: {tested.label}" in found, found
 
 
-def test_a_patch_release_inside_the_range_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_celery_providers_release_gates_execute_workload_not_airflows(monkeypatch: pytest.MonkeyPatch) -> None:
+    pretend(monkeypatch, apache_airflow_providers_celery="3.27.0")
+    assert "apache-airflow-providers-celery 3.27.0" in (compat.problem(Feature.DAG_CACHE) or "")
+    assert compat.problem(Feature.RUNS_BACKFILL) is None, "core's own symbols do not depend on the provider"
+
+
+def test_the_kubernetes_providers_release_gates_the_pod_operator_not_airflows(monkeypatch: pytest.MonkeyPatch) -> None:
+    pretend(monkeypatch, apache_airflow_core="3.3.3")
+    assert compat.problem(Feature.KUBERNETES_EXECUTE) is None
+    assert compat.problem(Feature.KUBERNETES_READ_POD) is None
+    assert compat.problem(Feature.RUNS_BACKFILL) is not None
+
+
+def test_a_distribution_that_is_not_installed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     real = compat.installed_version
-    monkeypatch.setattr(compat, "installed_version", lambda d: "3.3.9" if d == "apache-airflow-core" else real(d))
-    assert compat.problem(compat.DAG_CACHE) is None
+    monkeypatch.setattr(
+        compat, "installed_version", lambda d: None if d == "apache-airflow-providers-celery" else real(d)
+    )
+    found = compat.problem(Feature.DAG_CACHE) or ""
+    assert "apache-airflow-providers-celery is not installed (Sluice was tested on" in found, found
 
 
 def test_a_runs_helper_stops_with_the_symbol_and_what_instead(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,7 +200,132 @@ def test_a_runs_helper_stops_with_the_symbol_and_what_instead(monkeypatch: pytes
 
     monkeypatch.delattr(SchedulerJobRunner, "_create_dagruns_for_dags")
     with pytest.raises(compat.Unsupported, match=r"_create_dagruns_for_dags.*a scheduler \(`sluice up`\)"):
-        compat.require("sluice.runs.create_due_runs")
+        compat.require(Feature.RUNS_CREATE_DUE_RUNS)
+
+
+def test_on_an_untested_airflow_a_runs_helper_without_fallback_stops_naming_the_versions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pretend(monkeypatch, apache_airflow_core="3.3.3")
+    with pytest.raises(compat.Unsupported) as raised:
+        compat.require(Feature.RUNS_RUN_EXISTING)
+    message = str(raised.value)
+    assert "apache-airflow-core 3.3.3" in message and "tested: apache-airflow-core 3.3.2" in message, message
+    assert "get_or_create_dagrun" in message and "a scheduler (`sluice up`)" in message, message
+
+
+# ---- the fallbacks ----------------------------------------------------------------------------------------
+
+
+class FakePodOperator:
+    """What the launcher calls on a KubernetesPodOperator, recorded."""
+
+    def __init__(self, deferrable: bool) -> None:
+        self.deferrable = deferrable
+        self.pod: object | None = "pod"
+        self.calls: list[str] = []
+        self.pod_manager = self
+
+    def execute(self, context: object) -> None:
+        self.calls.append("execute")
+
+    def execute_sync(self, context: object) -> None:
+        self.calls.append("execute_sync")
+
+    def execute_async(self, context: object) -> None:
+        self.calls.append("execute_async")
+
+    def read_pod(self, pod: object) -> str:
+        self.calls.append("read_pod")
+        return f"remote {pod}"
+
+
+@pytest.mark.parametrize(("deferrable", "half"), [(False, "execute_sync"), (True, "execute_async")])
+def test_the_launcher_runs_the_pod_through_the_tested_half_else_through_execute(
+    deferrable: bool, half: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    operator = FakePodOperator(deferrable)
+    compat.run_pod(operator, {})
+    assert operator.calls == [half]
+    pretend(monkeypatch, apache_airflow_providers_cncf_kubernetes="11.0.0")
+    with caplog.at_level(logging.WARNING, logger=compat.__name__):
+        compat.run_pod(operator, {})
+        compat.run_pod(operator, {})
+    assert operator.calls == [half, "execute", "execute"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "apache-airflow-providers-cncf-kubernetes 11.0.0" in warnings[0], warnings
+
+
+def test_the_pods_reasons_are_read_only_on_a_tested_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    operator = FakePodOperator(False)
+    assert compat.read_pod(operator) == "remote pod"
+    operator.pod = None
+    assert compat.read_pod(operator) is None, "no pod yet"
+    operator.pod = "pod"
+    pretend(monkeypatch, apache_airflow_providers_cncf_kubernetes="10.26.0")
+    assert compat.read_pod(operator) is None
+    assert operator.calls == ["read_pod"]
+
+
+def test_the_start_counts_as_the_last_heartbeat_attempt() -> None:
+    class Supervisor:
+        _last_successful_heartbeat = 12.5
+        _last_heartbeat_attempt = 0.0
+
+    supervisor = Supervisor()
+    compat.count_start_as_heartbeat(supervisor)
+    assert supervisor._last_heartbeat_attempt == 12.5
+
+
+def test_supervisor_methods_are_replaced_and_restored_by_feature() -> None:
+    from airflow.sdk.execution_time.supervisor import ActivitySubprocess
+
+    before = ActivitySubprocess._on_child_started
+
+    def replacement(self: object) -> None:
+        pass
+
+    original = compat.replace_supervisor_method(Feature.START_HEARTBEAT, replacement)
+    try:
+        assert original is before and ActivitySubprocess._on_child_started is replacement
+    finally:
+        compat.restore_supervisor_method(Feature.START_HEARTBEAT, original)
+    assert ActivitySubprocess._on_child_started is before
+
+
+def status_db(tmp_path: Path, log_columns: str) -> Any:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'airflow.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE import_error (id INTEGER, filename TEXT, stacktrace TEXT)"))
+        conn.execute(sa.text(f"CREATE TABLE log ({log_columns})"))
+        conn.execute(sa.text("INSERT INTO import_error VALUES (1, 'broken.py', 'Traceback ...')"))
+    return engine
+
+
+LOG_COLUMNS = "dttm TEXT, event TEXT, dag_id TEXT, task_id TEXT, run_id TEXT, try_number INTEGER, extra TEXT"
+
+
+def test_status_reads_airflows_tables_where_they_are_as_tested(tmp_path: Path) -> None:
+    engine = status_db(tmp_path, LOG_COLUMNS)
+    with engine.connect() as conn:
+        assert compat.status_tables_problem(conn) is None
+        assert compat.import_errors(conn) == [("broken.py", "Traceback ...")]
+
+
+def test_status_leaves_the_tables_out_when_a_column_is_gone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine = status_db(tmp_path, LOG_COLUMNS.replace("extra TEXT", "payload TEXT"))
+    with caplog.at_level(logging.WARNING, logger=compat.__name__), engine.connect() as conn:
+        found = compat.status_tables_problem(conn)
+    assert found == "the metadata DB's log table has no column extra"
+    assert [r.getMessage() for r in caplog.records if "sluice status" in r.getMessage()], caplog.records
+
+
+def test_status_leaves_the_tables_out_on_an_untested_airflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pretend(monkeypatch, apache_airflow_core="3.4.0")
+    with status_db(tmp_path, LOG_COLUMNS).connect() as conn:
+        assert "apache-airflow-core 3.4.0 is not a release" in (compat.status_tables_problem(conn) or "")
 
 
 def test_without_expand_input_value_mapped_checks_wait_for_run_time_with_one_warning(
@@ -135,54 +348,72 @@ def test_without_expand_input_value_mapped_checks_wait_for_run_time_with_one_war
     assert len(warnings) == 1 and "DictOfListsExpandInput" in warnings[0].getMessage()
 
 
-def _private(name: str) -> bool:
-    return name.startswith("_") and not name.startswith("__") and name != "_"
+# ---- the guard: no private use outside sluice.compat ------------------------------------------------------
 
 
-def private_names_outside_compat() -> dict[str, set[str]]:
-    """Private names the package uses (attributes, imports from Airflow, identifier strings such as getattr's)
-    that it does not define itself, with where; compat.py, where they belong, is left out."""
-    defined: set[str] = set()
-    used: dict[str, set[str]] = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "compat.py":
-            continue
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                defined.add(node.name)
-            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                defined.add(node.id)
-            elif isinstance(node, ast.arg):
-                defined.add(node.arg)
-        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
-            # Attributes a Sluice class sets on its own instances are Sluice's.
-            stored = (n for n in ast.walk(cls) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store))
-            defined.update(n.attr for n in stored)
-        where = str(path.relative_to(PACKAGE.parent))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("airflow"):
-                names = [(alias.name, True) for alias in node.names]
-            elif isinstance(node, ast.Attribute):
-                names = [(node.attr, False)]
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
-                names = [(node.value, True)]  # a name looked up by string is never one Sluice defines
-            else:
-                names = []
-            for name, always in names:
-                if _private(name) and (always or name not in defined) and name not in NOT_AIRFLOW:
-                    used.setdefault(name, set()).add(f"{where}:{node.lineno}")
-    return used
+def test_no_private_module_or_attribute_is_used_outside_compat() -> None:
+    uses = private_use.scan(SCANNED, REPO, allowed=[PACKAGE / "compat.py"])
+    assert not uses, "\n".join(map(str, uses))
 
 
-def test_no_private_airflow_name_is_used_outside_compat() -> None:
-    named = " ".join(entry.symbol for entry in compat.ENTRIES)
-    unlisted = {
-        name: sorted(where)
-        for name, where in private_names_outside_compat().items()
-        if not re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", named)
-    }
-    assert not unlisted, f"list these in sluice.compat (with a version range, feature test and fallback): {unlisted}"
+def test_the_guard_scans_compat_when_told_to() -> None:
+    """compat.py itself is full of such uses: the scan sees them once it is not left out."""
+    uses = private_use.scan([PACKAGE], REPO)
+    assert any(use.path.endswith("compat.py") and "_create_dagruns_for_dags" in use.what for use in uses), uses
+
+
+FIXTURE = """
+import os
+import celery._state
+from airflow.sdk.definitions._internal.expandinput import DictOfListsExpandInput
+from airflow.models.backfill import _create_backfill
+from airflow.models import backfill
+from airflow.sdk.execution_time.supervisor import ActivitySubprocess
+
+
+def _on_child_started(self, *args):
+    self._last_heartbeat_attempt = self._last_successful_heartbeat
+
+
+class Launcher(ActivitySubprocess):
+    def __init__(self):
+        self._operator = None
+        self._killed = False
+
+    def run(self, operator):
+        backfill._create_backfill()
+        operator._killed
+        getattr(operator, "_killed_by_airflow")
+        self._operator, self._killed
+        return self._monitor_subprocess()
+
+
+PATCH = ("_on_child_started_by_name",)
+ActivitySubprocess._on_child_started = _on_child_started
+os._exit(0)
+"""
+
+
+def test_the_guard_reports_each_private_use_in_a_fixture_with_its_line_and_the_fix() -> None:
+    uses = private_use.scan_source(FIXTURE, "fixture.py")
+    found = [(use.line, use.what.split(",")[0]) for use in uses]
+    assert found == [
+        (3, "imports the private module celery._state"),
+        (
+            4,
+            "imports DictOfListsExpandInput from the private path airflow.sdk.definitions._internal.expandinput"
+            ".DictOfListsExpandInput",
+        ),
+        (5, "imports _create_backfill from the private path airflow.models.backfill._create_backfill"),
+        (11, "uses the attribute _last_heartbeat_attempt"),
+        (11, "uses the attribute _last_successful_heartbeat"),
+        (20, "uses _create_backfill of airflow.models.backfill (private)"),
+        (22, "uses the attribute _killed_by_airflow"),
+        (24, "uses _monitor_subprocess"),
+        (27, "names _on_child_started_by_name in a string (a lookup by name of someone else's private)"),
+        (28, "uses _on_child_started of airflow.sdk.execution_time.supervisor.ActivitySubprocess (private)"),
+    ], found
+    assert all(str(use).startswith(f"fixture.py:{use.line}: ") and "sluice.compat" in str(use) for use in uses)
 
 
 def test_dag_test_takes_its_run_from_the_factory_only_inside_the_block() -> None:
@@ -215,9 +446,8 @@ def test_shipped_code_uses_no_test_doubles() -> None:
     assert not found
 
 
-def test_the_architecture_page_lists_every_entry_and_every_worker_module() -> None:
-    doc = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
-    symbols = [entry.symbol.split(",")[0].split(" ")[0].rsplit(".", 1)[-1] for entry in compat.ENTRIES]
-    assert [name for name in symbols if name not in doc] == []
+def test_the_architecture_page_prints_the_registry_and_lists_every_worker_module() -> None:
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    assert compat.markdown_table() in doc, "paste sluice.compat.markdown_table() into docs/architecture.md"
     modules = [p.stem for p in (PACKAGE / "worker").glob("*.py") if p.stem != "__init__"]
     assert [m for m in modules if f"`sluice.worker.{m}`" not in doc] == []

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from sluice.stack.processes import Proc, spawn, stop
 
+from tests.support.waiting import wait_until
+
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
@@ -40,12 +42,12 @@ def test_stop_kills_the_group_after_the_timeout(tmp_path: Path) -> None:
     stubborn = [
         sys.executable,
         "-c",
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ignoring SIGTERM', flush=True); "
+        "time.sleep(60)",
     ]
-    proc = spawn("stubborn", "worker", stubborn, {}, tmp_path / "stubborn.log")
-    import time
-
-    time.sleep(0.5)  # let it install its handler
+    log = tmp_path / "stubborn.log"
+    proc = spawn("stubborn", "worker", stubborn, {}, log)
+    wait_until(lambda: "ignoring SIGTERM" in log.read_text(), "the process to ignore SIGTERM")
     assert stop(proc, signal.SIGTERM, timeout=1) == "killed after 1 s"
     assert not proc.alive()
 
@@ -62,14 +64,7 @@ PARENT_WITH_CHILD = [
 
 
 def _child_of(proc, log: Path) -> int:
-    import time
-
-    for _ in range(100):
-        text = log.read_text().strip()
-        if text:
-            return int(text.splitlines()[0])
-        time.sleep(0.1)
-    raise AssertionError("the child never started")
+    return int(wait_until(lambda: log.read_text().strip(), "the child to start").splitlines()[0])
 
 
 def test_what_a_killed_component_leaves_behind_is_cleared(tmp_path: Path) -> None:
@@ -113,38 +108,52 @@ def test_the_last_log_line_is_the_exit_reason(tmp_path: Path) -> None:
 
 
 # A supervisor that restarted a worker: the worker is its child (in a session of its own, as `spawn` starts every
-# component), and the worker's pool (running tasks) its grandchild.
-SUPERVISOR_WITH_RESTARTED_WORKER = [
-    sys.executable,
-    "-c",
-    "import subprocess, sys, time; "
-    "w = subprocess.Popen([sys.executable, '-c', "
-    '\'import subprocess, sys, time; p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]); '
-    "print(p.pid, flush=True); time.sleep(60)'], stdout=subprocess.PIPE, text=True, start_new_session=True); "
-    "print(w.pid, w.stdout.readline().strip(), flush=True); time.sleep(60)",
-]
+# component), and the worker's pool (running tasks) its grandchild. Each answers SIGUSR1 by writing a file named by
+# its pid; the supervisor prints the worker's and the pool's pids once both answer.
+SUPERVISED_TREE = """
+import os, signal, subprocess, sys
+role, answers = sys.argv[1], sys.argv[2]
+signal.signal(signal.SIGUSR1, lambda *_: open(os.path.join(answers, str(os.getpid())), "w").close())
+if role == "supervisor":
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "worker", answers], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    print(worker.pid, worker.stdout.readline().strip(), flush=True)
+elif role == "worker":
+    pool = subprocess.Popen([sys.executable, __file__, "pool", answers], stdout=subprocess.PIPE, text=True)
+    print(pool.stdout.readline().strip(), flush=True)
+else:
+    print(os.getpid(), flush=True)
+while True:
+    signal.pause()
+"""
 
 
 def test_stopping_the_supervisor_spares_a_restarted_workers_whole_tree(tmp_path: Path) -> None:
     """`sluice down` stops the supervisor first: the worker it restarted, and that worker's pool processes running
     tasks, are stopped later in their own turn (warmly), not killed as the supervisor's leftovers."""
-    import time
+    import contextlib
+    import os
 
     import psutil
 
-    log = tmp_path / "supervisor.log"
-    proc = spawn("supervisor", "supervisor", SUPERVISOR_WITH_RESTARTED_WORKER, {}, log)
-    for _ in range(100):
-        if log.read_text().strip():
-            break
-        time.sleep(0.1)
-    worker, pool = (int(pid) for pid in log.read_text().split()[:2])
+    script, answers, log = tmp_path / "tree.py", tmp_path / "answers", tmp_path / "supervisor.log"
+    script.write_text(SUPERVISED_TREE)
+    answers.mkdir()
+    proc = spawn("supervisor", "supervisor", [sys.executable, str(script), "supervisor", str(answers)], {}, log)
+    worker, pool = (int(pid) for pid in wait_until(lambda: log.read_text().split(), "the worker and its pool"))
     try:
         assert stop(proc, signal.SIGTERM, timeout=10, spare=frozenset({worker})) == "stopped"
-        time.sleep(0.5)
-        assert psutil.pid_exists(worker) and psutil.pid_exists(pool), "the restarted worker's tree is left alone"
-        assert psutil.Process(pool).status() != psutil.STATUS_ZOMBIE
+        # Alive means answering: a process signalled to die never handles a later signal, so no wait can pass by luck.
+        for pid in (worker, pool):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        wait_until(
+            lambda: {p.name for p in answers.iterdir()} == {str(worker), str(pool)},
+            "the restarted worker's tree, left alone, to answer",
+            timeout=15,
+        )
     finally:
         for pid in (pool, worker):
-            with __import__("contextlib").suppress(psutil.Error):
+            with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()

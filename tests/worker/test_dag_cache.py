@@ -15,7 +15,6 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -41,8 +40,12 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
 
 
 @pytest.fixture
-def cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    yield from switched_on(dag_cache, monkeypatch)
+def cache(monkeypatch: pytest.MonkeyPatch) -> Iterator[dag_cache.DagCache]:
+    """The pool process's cache, installed as a worker installs it at start."""
+    for _ in switched_on(dag_cache, monkeypatch):
+        installed = dag_cache.current()
+        assert installed is not None
+        yield installed
 
 
 def write_dag(folder: Path, dag_id: str, task_ids: str = "['first']", imports: str = "") -> Path:
@@ -92,12 +95,12 @@ def task_parse(path: Path, dag_id: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return ti.task.dag
 
 
-def prepare(cache: ModuleType, path: Path, dag_id: str) -> Any:
+def prepare(cache: dag_cache.DagCache, path: Path, dag_id: str) -> Any:
     return cache.prepare(str(path), dag_id, str(path.parent), "dags-folder")
 
 
 def test_a_task_process_reuses_the_pool_process_parse_of_an_unchanged_file(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write_dag(tmp_path, "reused")
     parsed = prepare(cache, path, "reused")
@@ -110,7 +113,7 @@ def test_a_task_process_reuses_the_pool_process_parse_of_an_unchanged_file(
 
 
 def test_a_changed_dag_file_is_parsed_again_by_the_task(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_dag(tmp_path, "changed")
     parsed = prepare(cache, path, "changed")
@@ -128,7 +131,7 @@ def write_helped_dag(folder: Path, dag_id: str) -> tuple[Path, str]:
 
 
 def test_a_changed_module_imported_from_the_dag_folder_is_parsed_again(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, helpers = write_helped_dag(tmp_path, "helped")
     parsed = prepare(cache, path, "helped")
@@ -143,7 +146,7 @@ def test_a_changed_module_imported_from_the_dag_folder_is_parsed_again(
 
 
 def test_a_reused_parse_brings_the_modules_it_was_built_from(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, helpers = write_helped_dag(tmp_path, "modules")
     parsed = prepare(cache, path, "modules")
@@ -152,7 +155,7 @@ def test_a_reused_parse_brings_the_modules_it_was_built_from(
 
 
 def test_a_file_whose_top_level_code_reads_a_variable_is_parsed_by_every_task(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.sdk.execution_time import context
 
@@ -170,27 +173,27 @@ def test_a_file_whose_top_level_code_reads_a_variable_is_parsed_by_every_task(
 
 
 def test_a_parse_older_than_the_dag_processors_interval_at_the_tasks_start_is_not_reused(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_dag(tmp_path, "aged")
     parsed = prepare(cache, path, "aged")
-    monkeypatch.setattr(cache, "_max_age", 0.0)
+    cache.max_age = 0.0
     fresh = prepare(cache, path, "aged")
     assert fresh is not parsed, "the pool process parses an aged file again"
     assert task_parse(path, "aged", monkeypatch) is fresh.bag.dags["aged"]
 
 
 def test_a_parse_that_ages_while_its_task_starts_is_still_the_tasks(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_dag(tmp_path, "aging")
     parsed = prepare(cache, path, "aging")
-    monkeypatch.setattr(cache, "_max_age", 0.0)  # it crosses the interval between the pre-parse and the fork
+    cache.max_age = 0.0  # it crosses the interval between the pre-parse and the fork
     assert task_parse(path, "aging", monkeypatch) is parsed.bag.dags["aging"]
 
 
 def test_a_dag_the_file_does_not_define_is_left_to_airflow(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_dag(tmp_path, "defined")
     assert not prepare(cache, path, "not_defined").reusable
@@ -202,12 +205,13 @@ def test_a_dag_the_file_does_not_define_is_left_to_airflow(
 
 
 def test_the_pool_process_keeps_a_bounded_number_of_parses(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cache, "MAX_PARSES", 2)
-    for dag_id in ("one", "two", "three"):
-        prepare(cache, write_dag(tmp_path, dag_id), dag_id)
-    assert [dag_id for _, dag_id in cache._parses] == ["two", "three"]
+    cache.max_parses = 2
+    parsed = {dag_id: prepare(cache, write_dag(tmp_path, dag_id), dag_id) for dag_id in ("one", "two", "three")}
+    assert prepare(cache, tmp_path / "three.py", "three") is parsed["three"], "a recent parse is kept"
+    assert prepare(cache, tmp_path / "one.py", "one") is not parsed["one"], "the least recently used is dropped"
+    assert prepare(cache, tmp_path / "three.py", "three") is parsed["three"]
 
 
 MANY_DAGS = """\
@@ -229,7 +233,7 @@ for dag_id in ["left", "right"]:
 
 @pytest.mark.parametrize("honours_context", [False, True])
 def test_one_parse_serves_every_dag_its_file_builds(
-    cache: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, honours_context: bool
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, honours_context: bool
 ) -> None:
     path = tmp_path / "two_dags.py"
     path.write_text(MANY_DAGS.format(honours_context=honours_context))
@@ -297,20 +301,42 @@ def test_other_workloads_are_left_to_airflow(payload: Callable[[], str]) -> None
 
 
 def test_a_pre_parse_that_fails_leaves_the_task_to_parse_itself(
-    cache: ModuleType, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Celery's task_prerun for a task whose bundle cannot be found: the previous task's parse is not handed on."""
+    from celery.signals import task_prerun
+
     class Sender:
         name = "execute_workload"
 
-    prepare(cache, write_dag(tmp_path, "previous"), "previous")  # the pool process's task before this one
-    cache._parses.clear()
+    path = write_dag(tmp_path, "previous")
+    previous = prepare(cache, path, "previous")  # the pool process's task before this one
 
     unknown_bundle = workload(bundle="no-such-bundle")
     with caplog.at_level(logging.WARNING, logger=dag_cache.__name__):
-        dag_cache._on_task_prerun(sender=Sender(), args=(unknown_bundle,))
+        task_prerun.send(sender=Sender(), args=(unknown_bundle,))
     assert "could not pre-parse the task's DAG file" in caplog.text
-    assert not dag_cache._parses
-    assert dag_cache._ready is None, "the task process finds nothing prepared for it"
+    assert task_parse(path, "previous", monkeypatch) is not previous.bag.dags["previous"], (
+        "the task process finds nothing prepared for it and parses its file itself"
+    )
+
+
+def test_the_bag_a_task_process_builds_is_airflows_bundle_dag_bag_holding_the_pool_process_parse(
+    cache: dag_cache.DagCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing import dagbag
+
+    path = write_dag(tmp_path, "adopted")
+    parsed = prepare(cache, path, "adopted")
+    dag_env, _ = compat.parsing_context_env()
+    monkeypatch.setenv(dag_env, "adopted")
+    bag = dagbag.BundleDagBag(dag_folder=str(path), bundle_path=tmp_path, bundle_name="dags-folder")
+    assert isinstance(bag, cache.original)
+    assert bag.dags["adopted"] is parsed.bag.dags["adopted"] and bag.import_errors == {}
+    monkeypatch.setenv(dag_env, "other")
+    other = dagbag.BundleDagBag(dag_folder=str(path), bundle_path=tmp_path, bundle_name="dags-folder")
+    assert isinstance(other, cache.original)
+    assert other.dags["adopted"] is not parsed.bag.dags["adopted"], "asked for another DAG: Airflow's own parse"
 
 
 @pytest.mark.parametrize(("value", "on"), [("true", True), ("True", True), ("1", True), ("false", False), ("", False)])

@@ -100,9 +100,8 @@ def test_a_task_longer_than_the_interval_still_heartbeats(
     assert requests.count("PUT heartbeat") >= 2, requests
 
 
-def test_a_failed_start_leaves_the_heartbeat_clock_alone(
-    start_is_heartbeat: ModuleType, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_start_leaves_the_heartbeat_clock_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not installed: uninstalling would put this test's ``refused`` on Airflow's class for the tests after it.
     class Supervisor:
         _last_successful_heartbeat = 0.0
         _last_heartbeat_attempt = 0.0

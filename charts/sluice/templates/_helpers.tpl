@@ -144,9 +144,6 @@ capabilities:
   value: {{ .Values.tuning.minHeartbeatInterval | quote }}
 - name: AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY
   value: {{ .Values.tuning.maxTisPerQuery | quote }}
-- name: AIRFLOW__CORE__PARALLELISM
-  {{- /* Every pool slot (and the KubernetesExecutor allowance), so no task waits `scheduled` unseen by KEDA. */}}
-  value: {{ (include "sluice.parallelism" . | fromJson).value | int | quote }}
 - name: SLUICE_WORKER_PRELOAD
   {{- /* Steps as pods: the provider's pod machinery (~2,000 modules) is loaded once per worker, not per task. */}}
   {{- $preload := .Values.tuning.workerPreload }}
@@ -164,10 +161,12 @@ capabilities:
   value: {{ .Values.tuning.taskTrackStarted | quote }}
 - name: AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE
   value: {{ .Release.Namespace | quote }}
+# Both read from the platform ConfigMap mounted as a directory, which the kubelet keeps current: the scheduler reads
+# the pod template at each KubernetesExecutor task launch, the sluice package the platform file whenever it changed.
 - name: AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE
-  value: /opt/sluice/pod_template.yaml
+  value: /opt/sluice/platform/pod_template.yaml
 - name: SLUICE_PLATFORM_FILE
-  value: /opt/sluice/platform.yaml
+  value: /opt/sluice/platform/platform.yaml
 - name: SLUICE_DEMO_DATA
   # The example pipeline's sources, baked into the ml-steps image at this path.
   value: /opt/sluice/demo-data
@@ -190,14 +189,13 @@ capabilities:
 {{- end }}
 {{- end -}}
 
+{{/* The platform ConfigMap as a directory, not by subPath: the kubelet updates a directory mount in running pods (a
+subPath mount never changes), so a new step image, profile or pool reaches them without a restart. Only
+airflow_local_settings.py, imported once per process, is mounted by subPath where Airflow looks for it; its
+checksum restarts the components (sluice.restartChecksums). */}}
 {{- define "sluice.airflowVolumeMounts" -}}
 - name: platform
-  mountPath: /opt/sluice/platform.yaml
-  subPath: platform.yaml
-  readOnly: true
-- name: platform
-  mountPath: /opt/sluice/pod_template.yaml
-  subPath: pod_template.yaml
+  mountPath: /opt/sluice/platform
   readOnly: true
 - name: platform
   mountPath: /opt/airflow/config/airflow_local_settings.py
@@ -253,6 +251,22 @@ capabilities:
 {{- end }}
 {{- end -}}
 
+{{/* airflow_local_settings.py (in the platform ConfigMap): enables Sluice's cluster policy, i.e. kubernetes-queue
+routing and the unserved-queue refusal at DAG import. */}}
+{{- define "sluice.localSettings" -}}
+from sluice.policy import task_policy  # noqa: F401
+{{- end -}}
+
+{{/* What a running Airflow component reads of the platform ConfigMap only when it starts, so that a change must restart
+it: airflow_local_settings.py, imported once per process. Nothing else: platform.yaml (pools, profiles, step images,
+launcher, artifact store) is re-read by the sluice package whenever its file changed, and pod_template.yaml by the
+scheduler at each KubernetesExecutor task launch, both from the directory mount the kubelet keeps current (within its
+sync period, about a minute). A step image tag bump therefore restarts nothing and drains no worker; what else a pod
+needs restarting for is in its own spec (image, args, env, resources). */}}
+{{- define "sluice.restartChecksums" -}}
+checksum/airflow-local-settings: {{ include "sluice.localSettings" . | sha256sum }}
+{{- end -}}
+
 {{/* Wait for the migration Job's work before starting (Airflow's own check, idempotent). */}}
 {{- define "sluice.waitForMigrations" -}}
 - name: wait-for-migrations
@@ -298,7 +312,7 @@ spec:
       labels:
         {{- include "sluice.selector" (dict "root" $root "component" .component) | nindent 8 }}
       annotations:
-        checksum/platform: {{ include (print $root.Template.BasePath "/configmap-platform.yaml") $root | sha256sum }}
+        {{- include "sluice.restartChecksums" $root | nindent 8 }}
     spec:
       serviceAccountName: {{ include "sluice.fullname" $root }}-{{ .serviceAccount | default .component }}
       securityContext:
@@ -320,6 +334,12 @@ spec:
             {{- toYaml $values.resources | nindent 12 }}
           env:
             {{- include "sluice.airflowEnv" $root | nindent 12 }}
+            {{- if eq .component "scheduler" }}
+            {{- /* Only the scheduler reads it (its executors' slots): a pool's size restarts no other component. */}}
+            - name: AIRFLOW__CORE__PARALLELISM
+              {{- /* Every pool slot (and the KubernetesExecutor allowance), so no task waits `scheduled` unseen by KEDA. */}}
+              value: {{ (include "sluice.parallelism" $root | fromJson).value | int | quote }}
+            {{- end }}
           {{- include "sluice.airflowEnvFrom" $root | nindent 10 }}
           {{- with .ports }}
           ports:
@@ -357,6 +377,13 @@ reads a pool's field reads it from here: `$p := include "sluice.pool" (dict "roo
 Numbers come back as float64: print them through `int`. */}}
 {{- define "sluice.pool" -}}
 {{- include "sluice.deepMerge" (dict "base" .root.Values.poolDefaults "top" .pool) -}}
+{{- end -}}
+
+{{/* "true" (else empty) when a pool is scaled by hand: autoscaling on, minReplicas 0, no KEDA. An HPA cannot scale to
+zero, so such a pool gets none: it starts at 0 workers, and its queued tasks wait for someone to scale it (NOTES.txt). */}}
+{{- define "sluice.poolScaledByHand" -}}
+{{- $as := (include "sluice.pool" (dict "root" .root "pool" .pool) | fromJson).autoscaling -}}
+{{- if and $as.enabled (not .root.Values.keda.enabled) (eq (int $as.minReplicas) 0) }}true{{ end -}}
 {{- end -}}
 
 {{/* [core] parallelism per scheduler (Airflow caps queued+running task instances per scheduler, over all its

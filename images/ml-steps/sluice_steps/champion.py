@@ -12,6 +12,26 @@ import json
 from typing import Any
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
+
+SPEC = StepSpec(
+    name="champion",
+    summary="the best grid candidate by a metric: its model, a leaderboard and a ROC plot",
+    params={
+        "target": Param("string", "the target column of the test set", required=True),
+        "metric": Param("string", "the metric candidates are ranked by", default="roc_auc"),
+        "higher_is_better": Param("boolean", "whether a higher metric is better", default=True),
+    },
+    inputs={
+        "candidates": Artifact("the evaluation JSONs of the train instances (a fan-in)", many=True),
+        "test": Artifact("Parquet: the held-out rows the plot is drawn on"),
+    },
+    outputs={
+        "model": Artifact("the champion's model (joblib)"),
+        "leaderboard": Artifact("JSON: every candidate ranked"),
+        "plot": Artifact("PNG: the champion's ROC curve"),
+    },
+)
 
 NONE_SUCCEEDED = (
     "no candidate succeeded, so there is no champion to pick; check the logs of the candidate (train) "
@@ -78,9 +98,9 @@ def roc_plot(model: Any, x: Any, y: Any, title: str) -> bytes:
 
 
 def run(ctx: StepContext) -> None:
-    metric = ctx.param("metric", "roc_auc", kind=str)
-    higher_is_better = bool(ctx.param("higher_is_better", True, kind=bool))
-    target = ctx.param("target", kind=str)
+    metric = ctx.param("metric")
+    higher_is_better = ctx.param("higher_is_better")
+    target = ctx.param("target")
     ranked = rank(load_candidates(ctx), metric, higher_is_better)
     best = ranked[0]
     with ctx.open_uri(best["model"], what=f"model of candidate {best.get('candidate')!r}") as handle:

@@ -5,6 +5,7 @@ Deliberately free of Airflow and Sluice imports: this runs inside the step image
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -21,6 +22,8 @@ from typing import IO, Any
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from sluice_steps.spec import StepSpec
 
 CONTRACT_VERSION = 1
 # The image has no such step, or refused how it was invoked (sysexits' EX_USAGE): the same invocation always fails
@@ -40,6 +43,12 @@ class StepError(Exception):
     """An expected failure (bad input or param): reported as one line, exit code 2, no traceback."""
 
 
+class ContractViolation(StepError):
+    """The invocation does not match the step's spec, or the step broke its own spec (read a param or an artifact
+    it does not declare): exit code 64, so the launcher fails the task without retries (the same invocation of
+    the same code fails the same way)."""
+
+
 @dataclass
 class StepContext:
     step: str
@@ -51,8 +60,21 @@ class StepContext:
     root: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    spec: StepSpec | None = None  # what the step declares; None for a body run without one (tests)
+
+    def _declared(self, kind: str, name: str) -> None:
+        """A step reading or writing what its spec does not declare breaks its own spec."""
+        if self.spec is None:
+            return
+        declared = {"param": self.spec.params, "input": self.spec.inputs, "output": self.spec.outputs}[kind]
+        if name not in declared:
+            raise ContractViolation(
+                f"step {self.step!r} broke its own spec: it uses {kind} {name!r}, which its SPEC does not declare "
+                f"(declared: {', '.join(sorted(declared)) or 'none'}); add it to SPEC.{kind}s"
+            )
 
     def input(self, name: str) -> str:
+        self._declared("input", name)
         if name not in self.inputs:
             raise StepError(f"input {name!r} is missing; the step {self.step!r} needs it (declare it in inputs=)")
         value = self.inputs[name]
@@ -62,6 +84,7 @@ class StepContext:
 
     def input_list(self, name: str) -> list[str]:
         """A fan-in input (the outputs of a mapped step's instances): always a list, one URI allowed."""
+        self._declared("input", name)
         if name not in self.inputs:
             raise StepError(f"input {name!r} is missing; the step {self.step!r} needs it (declare it in inputs=)")
         value = self.inputs[name]
@@ -72,7 +95,13 @@ class StepContext:
 
     def shared_uri(self, *parts: str) -> str:
         """A place under the artifact root shared across runs (``models/…``, ``tables/…``): what publishing
-        steps write to. Needs ``SLUICE_ARTIFACT_ROOT`` (launchers set it) or an explicit URI param."""
+        steps write to. Needs ``SLUICE_ARTIFACT_ROOT`` (launchers set it) or an explicit URI param. Only an
+        impure step may use it: a pure one writes nothing but its outputs (the step cache serves it)."""
+        if self.spec is not None and self.spec.pure:
+            raise ContractViolation(
+                f"step {self.step!r} broke its own spec: it is declared pure but uses a place outside its outputs "
+                "(shared_uri); declare it pure=False with its effects"
+            )
         if not self.root:
             raise StepError(
                 f"step {self.step!r} publishes under the artifact root, but SLUICE_ARTIFACT_ROOT is not set; "
@@ -81,6 +110,7 @@ class StepContext:
         return "/".join([self.root.rstrip("/"), *(p.strip("/") for p in parts)])
 
     def output(self, name: str) -> str:
+        self._declared("output", name)
         if name not in self.outputs:
             raise StepError(
                 f"output {name!r} is not declared; the step {self.step!r} writes it (declare it in outputs=)"
@@ -88,6 +118,13 @@ class StepContext:
         return self.outputs[name]
 
     def param(self, name: str, default: Any = ..., kind: type | tuple[type, ...] | None = None) -> Any:
+        """A param's value, of the type the spec declares (the runner checked it before the step ran); when it is
+        not set, ``default`` if given (a default computed from other params), else the spec's default.
+        Without a spec (a body run on its own), ``default`` and ``kind`` are all there is."""
+        if self.spec is not None:
+            self._declared("param", name)
+            if name not in self.params:
+                return copy.deepcopy(self.spec.params[name].default) if default is ... else default
         if name not in self.params:
             if default is ...:
                 raise StepError(f"param {name!r} is required by step {self.step!r}; set it in step_params")
@@ -243,14 +280,25 @@ def _discard(ctx: StepContext) -> None:
             print(f"sluice-step: warning: could not remove {uri}: {exc}", file=sys.stderr)
 
 
+def check_invocation(ctx: StepContext) -> None:
+    """Refuse an invocation that does not match the step's spec, naming every difference."""
+    if ctx.spec is None:
+        return
+    problems = ctx.spec.invocation_problems(ctx.params, ctx.inputs, ctx.outputs)
+    if problems:
+        raise ContractViolation(f"step {ctx.step!r} refuses its invocation: {'; '.join(problems)}")
+
+
 def run_step(
     step: str,
     body: Callable[[StepContext], None],
     environ: dict[str, str] | None = None,
     started: datetime | None = None,
+    spec: StepSpec | None = None,
 ) -> int:
     """Run ``body`` under the contract; returns the process exit code. ``started``: when the step began, if
-    before this call (the result's ``started_at``)."""
+    before this call (the result's ``started_at``). With a ``spec`` the invocation is checked against it first,
+    and the step may use only what it declares."""
     started_at = (started or datetime.now(UTC)).isoformat()
     ctx: StepContext | None = None
     # In a container the step is PID 1, which has no default action for SIGTERM: without a handler the launcher
@@ -259,6 +307,8 @@ def run_step(
         signal.signal(signal.SIGTERM, _terminate)
     try:
         ctx = context_from_env(step, environ)
+        ctx.spec = spec
+        check_invocation(ctx)
         body(ctx)
         missing = sorted(set(ctx.outputs) - {name for name, uri in ctx.outputs.items() if uri in ctx.written})
         if missing:
@@ -285,7 +335,7 @@ def run_step(
         if ctx:
             _discard(ctx)
         print(f"sluice-step: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE if isinstance(exc, ContractViolation) else 2
     except Exception as exc:
         if ctx:
             _discard(ctx)

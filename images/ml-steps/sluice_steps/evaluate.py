@@ -7,6 +7,19 @@ from typing import Any
 from sklearn import metrics
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
+
+SPEC = StepSpec(
+    name="evaluate",
+    summary="score a model on held-out rows; a quality gate fails the step below a threshold",
+    params={
+        "target": Param("string", "the target column of the test set", required=True),
+        "metric": Param("string", "the metric the gate compares", default="roc_auc"),
+        "threshold": Param(("number", "null"), "the gate: fail when the metric is below it (null: no gate)"),
+    },
+    inputs={"model": Artifact("the model (joblib)"), "test": Artifact("Parquet: the held-out rows")},
+    outputs={"metrics": Artifact("JSON: the metric, the threshold and every score")},
+)
 
 
 def score(model: Any, x: Any, y: Any) -> dict[str, float]:
@@ -27,19 +40,16 @@ def score(model: Any, x: Any, y: Any) -> dict[str, float]:
 def run(ctx: StepContext) -> None:
     model = ctx.read_joblib("model")
     test = ctx.read_parquet("test")
-    target = ctx.param("target", kind=str)
+    target = ctx.param("target")
     if target not in test.columns:
         raise StepError(f"input 'test': target column {target!r} is missing")
     scores = score(model, test.drop(columns=[target]), test[target])
-    metric = ctx.param("metric", "roc_auc", kind=str)
+    metric = ctx.param("metric")
     if metric not in scores:
         raise StepError(f"param 'metric': {metric!r} is not computed; metrics: {', '.join(sorted(scores))}")
-    threshold = ctx.param("threshold", None)
+    threshold = ctx.param("threshold")
     if threshold is not None:
-        try:
-            threshold = float(threshold)
-        except (TypeError, ValueError):
-            raise StepError(f"param 'threshold' must be a number, got {threshold!r}") from None
+        threshold = float(threshold)
         if scores[metric] < threshold:
             raise StepError(f"quality gate failed: {metric} {scores[metric]:.4f} < threshold {threshold:.4f}")
     ctx.write_json("metrics", {"metric": metric, "threshold": threshold, "scores": scores, "test_rows": len(test)})

@@ -7,6 +7,7 @@ partitions and re-running a day replaces its partition instead of adding rows.
 from __future__ import annotations
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
 from sluice_steps.tables import partition_name, slot, write_partition_file
 
 RATIOS = {
@@ -14,14 +15,26 @@ RATIOS = {
     "worst_to_mean_radius": ("worst radius", "mean radius"),
     "worst_to_mean_concavity": ("worst concavity", "mean concavity"),
 }
+SPEC = StepSpec(
+    name="features",
+    summary="derived features of one day's rows, written as that day's partition of a table",
+    params={
+        "ds": Param("string", "ISO date or timestamp of the day", required=True),
+        "table": Param("string", "the table's name under tables/ in the artifact root", default="features"),
+    },
+    inputs={"batch": Artifact("Parquet: the day's rows (batch with_target)")},
+    outputs={"report": Artifact("JSON: the partition and file written, and the row count")},
+    pure=False,
+    effects="replaces the day's partition tables/{table}/ds=YYYY-MM-DD/ under the artifact root",
+)
 
 
 def run(ctx: StepContext) -> None:
     import numpy as np
 
     frame = ctx.read_parquet("batch")
-    table = ctx.param("table", "features", kind=str)
-    day = slot(ctx.param("ds", kind=str), 1440)
+    table = ctx.param("table")
+    day = slot(ctx.param("ds"), 1440)
     needed = sorted({c for pair in RATIOS.values() for c in pair})
     missing = [c for c in needed if c not in frame.columns]
     if missing:

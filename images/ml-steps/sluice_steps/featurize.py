@@ -7,14 +7,32 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
+
+SPEC = StepSpec(
+    name="featurize",
+    summary="split train/test and standardize the features (fit on the training rows only)",
+    params={
+        "target": Param("string", "the target column", required=True),
+        "drop": Param("array", "columns that are not features (ids)", default=[]),
+        "test_size": Param("number", "share of rows held out for testing", default=0.25),
+        "random_state": Param("integer", "seed of the split", default=0),
+    },
+    inputs={"data": Artifact("Parquet: the rows")},
+    outputs={
+        "train": Artifact("Parquet: the standardized training rows"),
+        "test": Artifact("Parquet: the standardized test rows"),
+        "transformer": Artifact("joblib: the fitted scaler and the feature columns"),
+    },
+)
 
 
 def run(ctx: StepContext) -> None:
     frame = ctx.read_parquet("data")
-    target = ctx.param("target", kind=str)
-    drop = ctx.param("drop", [], kind=list)
-    test_size = float(ctx.param("test_size", 0.25))
-    seed = int(ctx.param("random_state", 0))
+    target = ctx.param("target")
+    drop = ctx.param("drop")
+    test_size = float(ctx.param("test_size"))
+    seed = ctx.param("random_state")
     missing = [c for c in [target, *drop] if c not in frame.columns]
     if missing:
         raise StepError(

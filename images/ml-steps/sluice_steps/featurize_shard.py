@@ -20,6 +20,24 @@ from sluice_steps.shards import (
     iter_batches,
     parquet_writer,
 )
+from sluice_steps.spec import Artifact, Param, StepSpec
+
+SPEC = StepSpec(
+    name="featurize_shard",
+    summary="a clean shard as float32 features with the dataset's statistics, plus a small hashed sample",
+    params={
+        "batch_rows": Param("integer", "rows held in memory at a time", default=BATCH_ROWS),
+        "sample_rows": Param("integer", "rows of the sample over the whole dataset", default=50_000),
+    },
+    inputs={
+        "clean": Artifact("Parquet: one clean shard (ingest_shard)"),
+        "stats": Artifact("JSON: the dataset's statistics (merge_stats)"),
+    },
+    outputs={
+        "features": Artifact("Parquet: the shard's features"),
+        "sample": Artifact("Parquet: the shard's share of the sample"),
+    },
+)
 
 # Knuth's multiplicative hash: ids spread evenly over [0, 2^32).
 HASH = np.uint64(2654435761)
@@ -32,8 +50,8 @@ def in_sample(ids: np.ndarray, fraction: float) -> np.ndarray:
 
 def run(ctx: StepContext) -> None:
     stats = Stats.from_json(ctx.read_json("stats"))
-    batch_rows = ctx.param("batch_rows", BATCH_ROWS, kind=int)
-    fraction = min(1.0, ctx.param("sample_rows", 50_000, kind=int) / stats.rows)
+    batch_rows = ctx.param("batch_rows")
+    fraction = min(1.0, ctx.param("sample_rows") / stats.rows)
     schema = features_schema(stats)
     rows = sampled = 0
     with (

@@ -7,8 +7,21 @@ import fsspec
 import pandas as pd
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
 
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
+SPEC = StepSpec(
+    name="ingest",
+    summary="read a CSV/Parquet file (any fsspec URI, HTTP included) or a SQL query into Parquet",
+    params={
+        "source": Param("string", "fsspec URI of a CSV/Parquet file, or a SQLAlchemy database URL", required=True),
+        "query": Param(("string", "null"), "the SQL query, for a database source"),
+        "format": Param(("string", "null"), "csv or parquet (default: from the file name)", choices=("csv", "parquet")),
+    },
+    outputs={"data": Artifact("Parquet: the rows read")},
+    pure=False,
+    effects="reads its source (a file, URL or database named by the 'source' param), which no input fingerprints",
+)
 
 
 def _is_sql(source: str) -> bool:
@@ -61,13 +74,10 @@ def _read_file(source: str, fmt: str | None) -> pd.DataFrame:
 
 
 def run(ctx: StepContext) -> None:
-    source = ctx.param("source", kind=str)
+    source = ctx.param("source")
     if not source:
         raise StepError("param 'source' is empty; give a file URI or a database URL")
-    if _is_sql(source):
-        frame = _read_sql(source, ctx.param("query", None))
-    else:
-        frame = _read_file(source, ctx.param("format", None))
+    frame = _read_sql(source, ctx.param("query")) if _is_sql(source) else _read_file(source, ctx.param("format"))
     if frame.empty:
         raise StepError(f"param 'source': {source} holds no rows")
     ctx.write_parquet("data", frame)

@@ -26,8 +26,21 @@ from sluice_steps.shards import (
     parquet_metadata,
     parquet_writer,
 )
+from sluice_steps.spec import Artifact, Param, StepSpec
 
 CLEAN_SCHEMA = RAW_SCHEMA.append(pa.field(LOG_SKEWED, pa.float64()))
+SPEC = StepSpec(
+    name="ingest_shard",
+    summary="one raw shard as a validated, de-duplicated clean shard plus its statistics",
+    params={
+        "batch_rows": Param("integer", "rows held in memory at a time", default=BATCH_ROWS),
+    },
+    inputs={"shard": Artifact("Parquet: one raw shard (its bytes are fingerprinted like any input)")},
+    outputs={
+        "clean": Artifact("Parquet: the clean shard (+ log_amount)"),
+        "stats": Artifact("JSON: the shard's statistics"),
+    },
+)
 
 
 def conform(batch: pa.RecordBatch, uri: str) -> pa.RecordBatch:
@@ -80,7 +93,7 @@ class SeenIds:
 
 def run(ctx: StepContext) -> None:
     uri = ctx.input("shard")
-    batch_rows = ctx.param("batch_rows", BATCH_ROWS, kind=int)
+    batch_rows = ctx.param("batch_rows")
     stats = Stats()
     footer = parquet_metadata(uri)
     seen = SeenIds(column_range(footer, ID), footer.num_rows)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
+
+HOWS = ("inner", "left", "right", "outer")
+SPEC = StepSpec(
+    name="join",
+    summary="join two tables on a key column (the right side's duplicate columns dropped)",
+    params={
+        "on": Param("string", "the key column both tables have", required=True),
+        "how": Param("string", "the kind of join", default="inner", choices=HOWS),
+    },
+    inputs={"left": Artifact("Parquet: the left table"), "right": Artifact("Parquet: the right table")},
+    outputs={"data": Artifact("Parquet: the joined rows")},
+)
 
 
 def run(ctx: StepContext) -> None:
     left, right = ctx.read_parquet("left"), ctx.read_parquet("right")
-    key = ctx.param("on", kind=str)
-    how = ctx.param("how", "inner", kind=str)
-    if how not in ("inner", "left", "right", "outer"):
-        raise StepError(f"param 'how': {how!r} is not one of inner, left, right, outer")
+    key = ctx.param("on")
+    how = ctx.param("how")
     for side, frame in (("left", left), ("right", right)):
         if key not in frame.columns:
             raise StepError(

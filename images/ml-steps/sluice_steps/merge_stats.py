@@ -9,6 +9,14 @@ import json
 
 from sluice_steps.contract import StepContext, StepError
 from sluice_steps.shards import LABEL, Stats
+from sluice_steps.spec import Artifact, StepSpec
+
+SPEC = StepSpec(
+    name="merge_stats",
+    summary="every shard's statistics merged into the dataset's (the reduce half)",
+    inputs={"parts": Artifact("the stats JSONs of the ingest_shard instances (a fan-in)", many=True)},
+    outputs={"stats": Artifact("JSON: the dataset's statistics")},
+)
 
 
 def run(ctx: StepContext) -> None:

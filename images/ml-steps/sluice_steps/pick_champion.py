@@ -12,6 +12,17 @@ import math
 from typing import Any
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, StepSpec
+
+SPEC = StepSpec(
+    name="pick_champion",
+    summary="the best of the candidates' held-out evaluations by ROC AUC: its model and the leaderboard",
+    inputs={"evaluations": Artifact("the evaluation JSONs of the training steps (a fan-in)", many=True)},
+    outputs={
+        "model": Artifact("the champion's model (joblib)"),
+        "evaluation": Artifact("JSON: the champion and the leaderboard"),
+    },
+)
 
 
 def run(ctx: StepContext) -> None:

@@ -15,8 +15,35 @@ from typing import Any
 
 from sluice_steps import registry
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
 
 PLOT_FILE = "roc.png"
+SPEC = StepSpec(
+    name="publish",
+    summary="write a model card and, with a registration output, register the model as a new version",
+    params={
+        "model_name": Param("string", "the model's name in the registry (no '/')", required=True),
+        "version": Param(
+            ("string", "integer", "null"), "the version to register (unset, null or '': the next number)", default=""
+        ),
+        "registry": Param("string", "URI of the model registry (default: models/ under the artifact root)", default=""),
+    },
+    inputs={
+        "model": Artifact("the model (joblib)"),
+        "metrics": Artifact("JSON: the evaluation (evaluate's metrics)"),
+        "transformer": Artifact("joblib: the featurize transformer, registered beside the model", required=False),
+        "leaderboard": Artifact("JSON: the champion's leaderboard, for the card", required=False),
+        "plot": Artifact("PNG: the ROC curve, for the card", required=False),
+    },
+    outputs={
+        "model_card": Artifact("markdown: the model card"),
+        "registration": Artifact("JSON: the version registered and where (registers the model)", required=False),
+        "model": Artifact("a copy of the model", required=False),
+    },
+    pure=False,
+    effects="with a registration output, registers the model under models/{model_name}/ in the artifact root "
+    "(or the registry param) and switches models/{model_name}/current to it",
+)
 
 
 def _fmt(value: Any) -> str:
@@ -86,7 +113,7 @@ def _read_bytes(ctx: StepContext, name: str) -> bytes:
 
 
 def run(ctx: StepContext) -> None:
-    name = ctx.param("model_name", kind=str)
+    name = ctx.param("model_name")
     if not name or "/" in name:
         raise StepError(f"param 'model_name': {name!r} must be a non-empty name without '/'")
     evaluation = ctx.read_json("metrics")
@@ -101,12 +128,10 @@ def run(ctx: StepContext) -> None:
         ctx.metrics.update(model_bytes=len(model_bytes))
         return
 
-    base = ctx.param("registry", "", kind=str) or ctx.shared_uri("models")
+    base = ctx.param("registry") or ctx.shared_uri("models")
     base = f"{base.rstrip('/')}/{name}"
     digest = hashlib.sha256(model_bytes).hexdigest()
-    wanted = ctx.params.get("version") or ""  # unset, null or "": the next number
-    if not isinstance(wanted, str | int):
-        raise StepError(f"param 'version' must be a string or an integer, got {wanted!r}")
+    wanted = ctx.param("version") or ""  # unset, null or "": the next number
     current = registry.read_current(base)
     if not wanted and current and current.get("model_sha256") == digest:
         version, registered = current["version"], False

@@ -12,21 +12,41 @@ import io
 
 from sluice_steps import registry
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
 from sluice_steps.tables import partition_name, slot, slot_minutes, write_partition_file
+
+SPEC = StepSpec(
+    name="score",
+    summary="score a batch with the registry's current model into the interval's partition of a table",
+    params={
+        "model_name": Param("string", "the model's name in the registry", required=True),
+        "interval_start": Param("string", "ISO timestamp inside the interval (floored to it)", required=True),
+        "interval_minutes": Param("integer", "length of the interval in minutes; divides a day", default=15),
+        "table": Param("string", "the table's name under tables/ in the artifact root", default="scores"),
+        "shards": Param("integer", "how many instances share the batch", default=1),
+        "shard": Param("integer", "which share this instance scores (0 to shards - 1)", default=0),
+        "registry": Param("string", "URI of the model registry (default: models/ under the artifact root)", default=""),
+    },
+    inputs={"batch": Artifact("Parquet: the rows to score")},
+    outputs={"report": Artifact("JSON: the partition and file written, rows and the model version")},
+    pure=False,
+    effects="reads the model models/{model_name}/current points at (not an input), and replaces its shard's file "
+    "in tables/{table}/{model_name}/interval=.../ under the artifact root",
+)
 
 
 def run(ctx: StepContext) -> None:
     import joblib
 
-    name = ctx.param("model_name", kind=str)
-    table = ctx.param("table", "scores", kind=str)
-    shards = ctx.param("shards", 1, kind=int)
-    shard = ctx.param("shard", 0, kind=int)
+    name = ctx.param("model_name")
+    table = ctx.param("table")
+    shards = ctx.param("shards")
+    shard = ctx.param("shard")
     if shards < 1 or not 0 <= shard < shards:
         raise StepError(f"params 'shard'/'shards': shard {shard} of {shards} does not exist")
     minutes = slot_minutes(ctx, 15)
-    start = slot(ctx.param("interval_start", kind=str), minutes)
-    base = f"{(ctx.param('registry', '', kind=str) or ctx.shared_uri('models')).rstrip('/')}/{name}"
+    start = slot(ctx.param("interval_start"), minutes)
+    base = f"{(ctx.param('registry') or ctx.shared_uri('models')).rstrip('/')}/{name}"
     current = registry.read_current(base)
     if current is None:
         raise StepError(

@@ -14,8 +14,21 @@ import pyarrow as pa
 
 from sluice_steps.contract import StepContext, StepError
 from sluice_steps.shards import BATCH_ROWS, ID, iter_batches, parquet_writer, xy
+from sluice_steps.spec import Artifact, Param, StepSpec
 
 SCHEMA = pa.schema([(ID, pa.int64()), ("score", pa.float32()), ("prediction", pa.int8()), ("model", pa.string())])
+SPEC = StepSpec(
+    name="score_shard",
+    summary="one featurized shard scored with the champion, streamed",
+    params={
+        "batch_rows": Param("integer", "rows held in memory at a time", default=BATCH_ROWS),
+    },
+    inputs={
+        "model": Artifact("the champion's model (train_sgd, train_sample or pick_champion)"),
+        "features": Artifact("Parquet: one featurized shard"),
+    },
+    outputs={"scores": Artifact("Parquet: id, score, prediction, model")},
+)
 
 
 def run(ctx: StepContext) -> None:
@@ -23,7 +36,7 @@ def run(ctx: StepContext) -> None:
         model = joblib.load(io.BytesIO(handle.read()))
     if not isinstance(model, dict) or "estimator" not in model:
         raise StepError(f"input 'model': {ctx.input('model')} is not a model written by train_sgd or train_sample")
-    batch_rows = ctx.param("batch_rows", BATCH_ROWS, kind=int)
+    batch_rows = ctx.param("batch_rows")
     rows = positives = 0
     with ctx.open_output("scores") as out, parquet_writer(out, SCHEMA) as writer:
         for batch in iter_batches(ctx.input("features"), None, batch_rows):

@@ -334,7 +334,7 @@ def write_evaluation(ctx: Any, candidate: str, model_uri: str, estimator: Any) -
     if "evaluation" not in ctx.outputs:
         return
     holdout = ctx.input_list("holdout")
-    scores = evaluate(estimator, holdout, ctx.param("batch_rows", BATCH_ROWS, kind=int))
+    scores = evaluate(estimator, holdout, ctx.param("batch_rows"))
     ctx.write_json(
         "evaluation",
         {"candidate": candidate, "model": model_uri, "holdout_shards": len(holdout), "scores": scores},

@@ -27,7 +27,7 @@ def slot(value: str, minutes: int) -> datetime:
 
 
 def slot_minutes(ctx: StepContext, default: int) -> int:
-    minutes: int = ctx.param("interval_minutes", default, kind=int)
+    minutes: int = ctx.param("interval_minutes", default)
     if minutes < 1 or 1440 % minutes:
         raise StepError(f"param 'interval_minutes' must divide a day (15, 60, 1440, ...), got {minutes}")
     return minutes

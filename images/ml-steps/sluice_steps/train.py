@@ -17,6 +17,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
 
 ALGORITHMS: dict[str, Callable[..., Any]] = {
     "logistic_regression": lambda **hp: LogisticRegression(max_iter=1000, **hp),
@@ -26,6 +27,25 @@ ALGORITHMS: dict[str, Callable[..., Any]] = {
     "knn": lambda **hp: KNeighborsClassifier(**hp),
 }
 SEEDED = {"logistic_regression", "random_forest", "gradient_boosting", "svc"}
+SPEC = StepSpec(
+    name="train",
+    summary="fit a scikit-learn estimator chosen by name; with an evaluation output, score it on the test set",
+    params={
+        "target": Param("string", "the target column", required=True),
+        "algorithm": Param("string", f"one of {', '.join(sorted(ALGORITHMS))}", required=True),
+        "hyperparams": Param("object", "keyword arguments of the estimator", default={}),
+        "random_state": Param("integer", "seed of the seeded estimators", default=0),
+        "candidate": Param(("string", "null"), "the candidate's name in its evaluation (default: the algorithm)"),
+    },
+    inputs={
+        "train": Artifact("Parquet: the training rows"),
+        "test": Artifact("Parquet: the test rows (with an evaluation output)", required=False),
+    },
+    outputs={
+        "model": Artifact("joblib: the fitted estimator"),
+        "evaluation": Artifact("JSON: one grid candidate's scores on the test rows", required=False),
+    },
+)
 
 
 def build(algorithm: str, hyperparams: dict[str, Any], seed: int) -> Any:
@@ -41,14 +61,11 @@ def build(algorithm: str, hyperparams: dict[str, Any], seed: int) -> Any:
 
 def run(ctx: StepContext) -> None:
     frame = ctx.read_parquet("train")
-    target = ctx.param("target", kind=str)
+    target = ctx.param("target")
     if target not in frame.columns:
         raise StepError(f"input 'train': target column {target!r} is missing")
-    model = build(
-        ctx.param("algorithm", kind=str),
-        ctx.param("hyperparams", {}, kind=dict),
-        int(ctx.param("random_state", 0)),
-    )
+    algorithm = ctx.param("algorithm")
+    model = build(algorithm, ctx.param("hyperparams"), ctx.param("random_state"))
     x, y = frame.drop(columns=[target]), frame[target]
     started = time.perf_counter()
     try:
@@ -66,9 +83,9 @@ def run(ctx: StepContext) -> None:
         ctx.write_json(
             "evaluation",
             {
-                "candidate": ctx.param("candidate", ctx.params["algorithm"], kind=str),
-                "algorithm": ctx.params["algorithm"],
-                "hyperparams": ctx.param("hyperparams", {}, kind=dict),
+                "candidate": ctx.param("candidate") or algorithm,
+                "algorithm": algorithm,
+                "hyperparams": ctx.param("hyperparams"),
                 "model": model_uri,
                 "scores": scores,
                 "test_rows": len(test),
@@ -79,5 +96,5 @@ def run(ctx: StepContext) -> None:
         train_rows=len(frame),
         fit_seconds=round(time.perf_counter() - started, 4),
         train_accuracy=round(float(model.score(x, y)), 6),
-        algorithm=ctx.params["algorithm"],
+        algorithm=algorithm,
     )

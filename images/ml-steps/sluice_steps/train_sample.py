@@ -16,7 +16,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.linear_model import LogisticRegression
 
 from sluice_steps.contract import StepContext, StepError
-from sluice_steps.shards import feature_columns, iter_batches, write_evaluation, xy
+from sluice_steps.shards import BATCH_ROWS, feature_columns, iter_batches, write_evaluation, xy
+from sluice_steps.spec import Artifact, Param, StepSpec
 
 ALGORITHMS: dict[str, Callable[..., Any]] = {
     "logistic_regression": lambda **hp: LogisticRegression(max_iter=500, **hp),
@@ -25,12 +26,32 @@ ALGORITHMS: dict[str, Callable[..., Any]] = {
 }
 
 
+SPEC = StepSpec(
+    name="train_sample",
+    summary="one candidate algorithm fitted on the featurize shards' sample (bounded in size)",
+    params={
+        "algorithm": Param("string", f"one of {', '.join(sorted(ALGORITHMS))}", required=True),
+        "hyperparams": Param("object", "keyword arguments of the estimator", default={}),
+        "max_rows": Param("integer", "rows of the sample read at most", default=50_000),
+        "batch_rows": Param("integer", "rows held in memory at a time (evaluation)", default=BATCH_ROWS),
+    },
+    inputs={
+        "sample": Artifact("Parquet: the featurize shards' samples (a fan-in)", many=True),
+        "holdout": Artifact("Parquet: the held-out shards it scores itself on (with evaluation)", False, many=True),
+    },
+    outputs={
+        "model": Artifact("joblib: the candidate's estimator and features"),
+        "evaluation": Artifact("JSON: its scores on the holdout shards", required=False),
+    },
+)
+
+
 def run(ctx: StepContext) -> None:
-    algorithm = ctx.param("algorithm", kind=str)
+    algorithm = ctx.param("algorithm")
     if algorithm not in ALGORITHMS:
         raise StepError(f"param 'algorithm': {algorithm!r} is unknown; algorithms: {', '.join(sorted(ALGORITHMS))}")
-    hyperparams = ctx.param("hyperparams", {}, kind=dict)
-    max_rows = ctx.param("max_rows", 50_000, kind=int)
+    hyperparams = ctx.param("hyperparams")
+    max_rows = ctx.param("max_rows")
     tables: list[pa.Table] = []
     rows = 0
     for uri in ctx.input_list("sample"):

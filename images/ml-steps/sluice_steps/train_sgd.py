@@ -12,13 +12,32 @@ from sklearn.linear_model import SGDClassifier
 
 from sluice_steps.contract import StepContext, StepError
 from sluice_steps.shards import BATCH_ROWS, feature_columns, iter_batches, write_evaluation, xy
+from sluice_steps.spec import Artifact, Param, StepSpec
+
+SPEC = StepSpec(
+    name="train_sgd",
+    summary="a logistic model trained out of core, partial_fit over every training shard's batches",
+    params={
+        "epochs": Param("integer", "passes over the training shards", default=1),
+        "batch_rows": Param("integer", "rows held in memory at a time", default=BATCH_ROWS),
+        "alpha": Param("number", "the SGD regularization strength", default=1e-4),
+    },
+    inputs={
+        "shards": Artifact("Parquet: the training shards (a fan-in)", many=True),
+        "holdout": Artifact("Parquet: the held-out shards it scores itself on (with evaluation)", False, many=True),
+    },
+    outputs={
+        "model": Artifact("joblib: the candidate's estimator and features"),
+        "evaluation": Artifact("JSON: its scores on the holdout shards", required=False),
+    },
+)
 
 
 def run(ctx: StepContext) -> None:
     shards = ctx.input_list("shards")
-    epochs = ctx.param("epochs", 1, kind=int)
-    batch_rows = ctx.param("batch_rows", BATCH_ROWS, kind=int)
-    alpha = float(ctx.param("alpha", 1e-4, kind=(int, float)))
+    epochs = ctx.param("epochs")
+    batch_rows = ctx.param("batch_rows")
+    alpha = float(ctx.param("alpha"))
     if epochs < 1:
         raise StepError(f"param 'epochs' must be at least 1, got {epochs}")
     # Averaged SGD: one pass over the data gets within ~0.001 ROC AUC of a full logistic regression fit.

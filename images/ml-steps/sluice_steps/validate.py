@@ -8,6 +8,7 @@ import pandas as pd
 from pandas.api import types
 
 from sluice_steps.contract import StepContext, StepError
+from sluice_steps.spec import Artifact, Param, StepSpec
 
 KINDS = {
     "int": types.is_integer_dtype,
@@ -16,6 +17,18 @@ KINDS = {
     "string": lambda s: types.is_string_dtype(s) or types.is_object_dtype(s),
     "bool": types.is_bool_dtype,
 }
+SPEC = StepSpec(
+    name="validate",
+    summary="schema, nulls, ranges and row count; every violation is listed, then the step fails",
+    params={
+        "schema": Param("object", f"column → kind ({', '.join(KINDS)})", default={}),
+        "not_null": Param("array", "columns that must hold no null", default=[]),
+        "ranges": Param("object", "column → [min, max]", default={}),
+        "min_rows": Param(("integer", "null"), "rows the data must have at least"),
+    },
+    inputs={"data": Artifact("Parquet: the rows")},
+    outputs={"report": Artifact("JSON: every check and its outcome")},
+)
 
 
 def checks(frame: pd.DataFrame, params: dict[str, Any]) -> list[dict[str, Any]]:

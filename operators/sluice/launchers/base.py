@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from sluice.code_identity import CodeIdentity
+from sluice.errors import SluiceError
 from sluice.platform import Profile
 
 
@@ -31,7 +32,7 @@ class FailureKind(StrEnum):
 PERMANENT = frozenset({FailureKind.CONTRACT, FailureKind.IMAGE_MISSING, FailureKind.UNKNOWN_STEP})
 
 
-class StepFailed(RuntimeError):
+class StepFailed(SluiceError, RuntimeError):
     """A launcher could not even try the step (it raises this rather than returning a result)."""
 
     def __init__(self, message: str, kind: FailureKind = FailureKind.START) -> None:

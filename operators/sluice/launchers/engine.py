@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from sluice.errors import SluiceError
+
 ENV_ENGINE = "SLUICE_CONTAINER_ENGINE"
 NOFILE_CAP = 65536
 NPROC_CAP = 4096
@@ -27,7 +29,7 @@ INSTALL_HINT = (
 )
 
 
-class EngineMissing(RuntimeError):
+class EngineMissing(SluiceError, RuntimeError):
     """No container engine answers on this machine; the message says what to install."""
 
 

@@ -8,12 +8,14 @@ messages a DAG author can act on.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
 from kubernetes.client import models as k8s
 
+from sluice import compat
 from sluice.code_identity import CodeIdentity, of_image
 from sluice.contract import EXIT_USAGE
 from sluice.launchers.base import FailureKind, LaunchResult, StepFailed, StepLog, StepRun
@@ -142,10 +144,8 @@ def step_pod(step: StepRun, platform: Platform) -> Any:
 
 
 def _remote_pod(operator: Any) -> Any:
-    if operator.pod is None:
-        return None
     try:
-        return operator.pod_manager.read_pod(operator.pod)
+        return compat.read_pod(operator)  # None where the provider's read_pod is not as tested
     except Exception:
         return None
 
@@ -186,6 +186,27 @@ def _chain(exc: BaseException | None) -> list[BaseException]:
     return seen
 
 
+def not_run_reason(exc: BaseException) -> str | None:
+    """Why the Kubernetes API never ran the pod, from the kubernetes client's exception: the API refused a request
+    (``ApiException``: its status and its Status body's message, e.g. ``403 Forbidden: pods is forbidden: User "..."
+    cannot create resource "pods" ...``; the exception's own text starts with just ``(403)``), or the client has no
+    credentials to ask with (``ConfigException``: no token mounted). None for any other exception."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    if isinstance(exc, ConfigException):
+        return f"no Kubernetes API credentials ({exc}); does the ServiceAccount mount its token?"
+    if not isinstance(exc, ApiException):
+        return None
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message", "") if isinstance(body, dict) else ""
+    said = f"{exc.status} {exc.reason}".strip()
+    return f"the Kubernetes API answered {said}" + (f": {message}" if message else "")
+
+
 class KubernetesLauncher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -207,9 +228,7 @@ class KubernetesLauncher:
             operator.namespace or "in-cluster default",
             step.profile_name,
         )
-        return self._watch(
-            step, lambda: operator.execute_async(context) if operator.deferrable else operator.execute_sync(context)
-        )
+        return self._watch(step, lambda: compat.run_pod(operator, context))
 
     def resume(self, step: StepRun, log: StepLog, context: Any, event: dict[str, Any]) -> LaunchResult:
         """Finish a deferred step pod: the trigger reported ``event``; the provider reads logs and cleans up."""
@@ -240,6 +259,9 @@ class KubernetesLauncher:
                 message = f"step pod for {step.task_id} was deleted because the task was killed"
                 return LaunchResult(None, FailureKind.KILLED, message)
             code, why = terminated(operator)
+            not_run = next((r for r in map(not_run_reason, _chain(exc)) if r), None)
+            if code is None and not_run is not None:  # the API refused the pod (RBAC, admission, quota...)
+                return LaunchResult(None, FailureKind.START, f"step pod for {step.task_id} not run: {not_run}")
             kind = (
                 FailureKind.OUT_OF_MEMORY
                 if why == "OOMKilled"

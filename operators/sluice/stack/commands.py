@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sluice.platform import PlatformError, load_platform, repo_root, sluice_home
+from sluice.platform import PlatformError, default_dags_folder, load_platform, sluice_home
 from sluice.stack.config import DEFAULT_BROKER_URL, DEFAULT_DB_URL, StackConfig, Tuning
 from sluice.stack.errors import StackError
 from sluice.stack.local import LocalStack, Status
@@ -22,7 +22,7 @@ from sluice.worker.report import NOT_INSTALLED
 
 # Not on a terminal (a log, CI, a pipe): wide enough that tables are not cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-DEFAULT_DAGS = repo_root() / "dags"
+DEFAULT_DAGS = default_dags_folder()
 HEALTH_STYLE = {"healthy": "green", "dead": "red"}
 
 

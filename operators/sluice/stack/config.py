@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
-from sluice.platform import Platform, chart_values_file, load_platform, repo_root
+from sluice.atomic import SECRET, write_atomic
+from sluice.platform import Platform, chart_values_file, default_dags_folder, load_platform
 
 # The chart's ``recovery`` values → Airflow settings; the local stack uses the chart's own defaults, so a
 # lost task is noticed as fast on a laptop as on a cluster (docs/operations.md, "When something dies").
@@ -93,7 +94,7 @@ class StackConfig(BaseModel):
     # Start a throwaway server when nothing answers at the URL: only for URLs the user did not name.
     fallback_db: bool = True
     fallback_broker: bool = True
-    dags_folder: str = str(repo_root() / "dags")
+    dags_folder: str = Field(default_factory=lambda: str(default_dags_folder()))
     platform_file: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -133,10 +134,10 @@ class Secrets(BaseModel):
             api_secret_key=secrets.token_urlsafe(32),
             admin_password=secrets.token_urlsafe(12),
         )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(made.model_dump_json())
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        try:
+            write_atomic(path, made.model_dump_json(), mode=SECRET, replace=False)
+        except FileExistsError:  # another process made them first: everyone uses those
+            return cls.model_validate_json(path.read_text())
         return made
 
 
@@ -148,11 +149,7 @@ def airflow_command() -> list[str]:
 def write_password_file(airflow_home: Path, password: str) -> Path:
     """Simple auth manager's password file, written by us so the login is known before start-up."""
     target = airflow_home / "simple_auth_manager_passwords.json.generated"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"admin": password}))
-    tmp.chmod(0o600)
-    tmp.replace(target)
-    return target
+    return write_atomic(target, json.dumps({"admin": password}), mode=SECRET)
 
 
 # CeleryExecutor alone: there is no Kubernetes API on a laptop (the chart adds KubernetesExecutor).
@@ -210,9 +207,7 @@ def _stable_port(home: Path, name: str, renew: bool = False) -> int:
     ports = json.loads(ports_file.read_text()) if ports_file.exists() else {}
     if name not in ports or renew:
         ports[name] = free_port()
-        tmp = ports_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ports))
-        tmp.replace(ports_file)
+        write_atomic(ports_file, json.dumps(ports))
     return int(ports[name])
 
 

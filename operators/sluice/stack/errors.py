@@ -1,5 +1,7 @@
 """The one error the local stack raises: its message names what failed and what to do."""
 
+from sluice.errors import SluiceError
 
-class StackError(RuntimeError):
+
+class StackError(SluiceError, RuntimeError):
     """The local stack cannot do what was asked; the message says why and the fix."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice.atomic import write_atomic
 from sluice.stack.config import StackConfig
 from sluice.stack.processes import Proc
 
@@ -68,9 +69,7 @@ class StateFile:
         return StackState.from_json(json.loads(self.path.read_text()))
 
     def write(self, state: StackState) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state.to_json(), indent=2))
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps(state.to_json(), indent=2))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

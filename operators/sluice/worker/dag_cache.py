@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -70,16 +70,6 @@ class Parse:
 
     def current(self, max_age: float) -> bool:
         return time.monotonic() - self.parsed_at < max_age and self.unchanged()
-
-
-_parses: OrderedDict[tuple[str, str], Parse] = OrderedDict()
-# The (file, DAG) pair and parse prepare() checked for the task about to start: the one its task process
-# may take. Judged at the task's start only, so a parse that turns 30 s old during the fork still counts.
-_ready: tuple[tuple[str, str], Parse] | None = None
-_preparing = threading.Lock()  # prefork pool processes run one task at a time; a threads pool would not
-_bundle_paths: dict[str, str | None] = {}
-_original: type | None = None  # Airflow's BundleDagBag, once install() has put the caching one in its place
-_max_age = 30.0
 
 
 def bundle_modules(bundle_path: str) -> dict[str, ModuleType]:
@@ -129,71 +119,11 @@ def _runtime_calls_refused() -> Iterator[list[str]]:
             setattr(context, name, call)
 
 
-def parse(path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse:
-    assert _original is not None, "install() first"
-    for name in bundle_modules(bundle_path):
-        del sys.modules[name]  # the parse imports the bundle's modules afresh, so all of them are fingerprinted
-    files = {path: _stat(path)}
-    started = time.monotonic()
-    with _parsing_context(dag_id), _runtime_calls_refused() as asked:
-        bag = _original(
-            dag_folder=path,
-            safe_mode=False,
-            load_op_links=False,
-            bundle_path=Path(bundle_path),
-            bundle_name=bundle_name,
-        )
-    modules = bundle_modules(bundle_path)
-    for name, module in modules.items():
-        # The pool process itself keeps none of them: a task that parses for itself imports them fresh.
-        del sys.modules[name]
-        assert module.__file__ is not None  # bundle_modules keeps only modules loaded from a file
-        files.setdefault(module.__file__, _stat(module.__file__))
-    reusable = not asked and not bag.import_errors and dag_id in bag.dags
-    return Parse(bag, modules, files, started, reusable)
-
-
-def prepare(path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse:
-    """In the pool process, before the fork: make sure a current parse of ``path`` is there to inherit."""
-    global _ready
-    key = (path, dag_id)
-    known = _parses.get(key)
-    if known is not None and known.current(_max_age):
-        _parses.move_to_end(key)
-        _ready = (key, known)
-        return known
-    parsed = parse(path, dag_id, bundle_path, bundle_name)
-    for stale in [kept for kept, old in _parses.items() if kept[0] == path and not old.current(_max_age)]:
-        del _parses[stale]
-    # One parse serves every DAG the file built (a file that honours the parsing context builds only one).
-    for served in sorted(parsed.bag.dags) if parsed.reusable else [dag_id]:
-        _parses.pop((path, served), None)
-        _parses[(path, served)] = parsed
-    _parses.move_to_end(key)
-    while len({id(kept) for kept in _parses.values()}) > MAX_PARSES:
-        _parses.popitem(last=False)
-    _ready = (key, parsed)
-    return parsed
-
-
-def lookup(dag_folder: str | os.PathLike[str] | None) -> Any | None:
-    """In the task process: the parse prepared for this task, if it may be used instead of parsing again."""
-    from airflow.sdk import get_parsing_context
-
-    dag_id = get_parsing_context().dag_id
-    if dag_folder is None or dag_id is None or _ready is None:
-        return None
-    key, known = _ready
-    if key != (os.fspath(dag_folder), dag_id) or not known.reusable or not known.unchanged():
-        return None
-    sys.modules.update(known.modules)  # the task sees the very modules its DAG was built from
-    age = time.monotonic() - known.parsed_at
-    log.info("DAG %s taken from the worker's parse of %s (%.1f s old; %s)", dag_id, dag_folder, age, ENV)
-    return known.bag
-
-
-def workload_target(workload: str) -> tuple[str, str, str, str] | None:
-    """(DAG file, dag_id, bundle path, bundle name) of an ExecuteTask workload in the local DAG folder."""
+def workload_target(
+    workload: str, bundle_path_of: Callable[[str], str | None] | None = None
+) -> tuple[str, str, str, str] | None:
+    """(DAG file, dag_id, bundle path, bundle name) of an ExecuteTask workload in the local DAG folder;
+    ``bundle_path_of`` says where a bundle is (default: ``local_bundle_path``)."""
     try:
         data = json.loads(workload)
     except (TypeError, ValueError):
@@ -206,34 +136,147 @@ def workload_target(workload: str) -> tuple[str, str, str, str] | None:
     name = bundle.get("name")
     if not isinstance(name, str):
         return None
-    bundle_path = _local_bundle_path(name)
+    bundle_path = (bundle_path_of or local_bundle_path)(name)
     if bundle_path is None:
         return None
     return os.fspath(Path(bundle_path, data["dag_rel_path"])), data["ti"]["dag_id"], bundle_path, name
 
 
-def _local_bundle_path(name: str) -> str | None:
-    if name not in _bundle_paths:
-        from airflow.dag_processing.bundles.local import LocalDagBundle
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-
-        bundle = DagBundlesManager().get_bundle(name=name, version=None)
-        _bundle_paths[name] = os.fspath(bundle.path) if isinstance(bundle, LocalDagBundle) else None
-    return _bundle_paths[name]
+Key = tuple[str, str]  # (DAG file, dag_id)
 
 
-def _on_task_prerun(sender: Any = None, args: Any = None, **_: Any) -> None:
-    global _ready
-    if getattr(sender, "name", None) != "execute_workload" or not args:
-        return
-    _ready = None
-    try:
-        target = workload_target(args[0])
-        if target is not None:
-            with _preparing:
-                prepare(*target)
-    except Exception:  # the task process then parses for itself, as stock Airflow does
-        log.warning("%s: could not pre-parse the task's DAG file; the task parses it itself", ENV, exc_info=True)
+@dataclass
+class DagCache:
+    """The parses one pool process keeps, and the one it prepared for the task it is about to fork.
+
+    ``install()`` makes the only instance (``current()``); ``uninstall()`` drops it with everything it held.
+    """
+
+    original: type  # Airflow's BundleDagBag: what parses, in the pool process and in a task that cannot reuse
+    max_age: float  # [dag_processor] min_file_process_interval: the oldest parse a task may start from
+    max_parses: int = MAX_PARSES
+    parses: OrderedDict[Key, Parse] = field(default_factory=OrderedDict)  # least recently used first
+    # The (file, DAG) pair and parse prepare() checked for the task about to start: the one its task process
+    # may take. Judged at the task's start only, so a parse that turns 30 s old during the fork still counts.
+    ready: tuple[Key, Parse] | None = None
+    bundle_paths: dict[str, str | None] = field(default_factory=dict)  # bundle name -> local path, or None
+    preparing: threading.Lock = field(default_factory=threading.Lock)  # a threads pool runs tasks at once
+
+    def parse(self, path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse:
+        for name in bundle_modules(bundle_path):
+            del sys.modules[name]  # the parse imports the bundle's modules afresh, so all of them are fingerprinted
+        files = {path: _stat(path)}
+        started = time.monotonic()
+        with _parsing_context(dag_id), _runtime_calls_refused() as asked:
+            bag = self.original(
+                dag_folder=path,
+                safe_mode=False,
+                load_op_links=False,
+                bundle_path=Path(bundle_path),
+                bundle_name=bundle_name,
+            )
+        modules = bundle_modules(bundle_path)
+        for name, module in modules.items():
+            # The pool process itself keeps none of them: a task that parses for itself imports them fresh.
+            del sys.modules[name]
+            assert module.__file__ is not None  # bundle_modules keeps only modules loaded from a file
+            files.setdefault(module.__file__, _stat(module.__file__))
+        reusable = not asked and not bag.import_errors and dag_id in bag.dags
+        return Parse(bag, modules, files, started, reusable)
+
+    def prepare(self, path: str, dag_id: str, bundle_path: str, bundle_name: str) -> Parse:
+        """In the pool process, before the fork: make sure a current parse of ``path`` is there to inherit."""
+        key = (path, dag_id)
+        known = self.parses.get(key)
+        if known is not None and known.current(self.max_age):
+            self.parses.move_to_end(key)
+            self.ready = (key, known)
+            return known
+        parsed = self.parse(path, dag_id, bundle_path, bundle_name)
+        for stale in [kept for kept, old in self.parses.items() if kept[0] == path and not old.current(self.max_age)]:
+            del self.parses[stale]
+        # One parse serves every DAG the file built (a file that honours the parsing context builds only one).
+        for served in sorted(parsed.bag.dags) if parsed.reusable else [dag_id]:
+            self.parses.pop((path, served), None)
+            self.parses[(path, served)] = parsed
+        self.parses.move_to_end(key)
+        while len({id(kept) for kept in self.parses.values()}) > self.max_parses:
+            self.parses.popitem(last=False)
+        self.ready = (key, parsed)
+        return parsed
+
+    def lookup(self, dag_folder: str | os.PathLike[str] | None) -> Any | None:
+        """In the task process: the parse prepared for this task, if it may be used instead of parsing again."""
+        from airflow.sdk import get_parsing_context
+
+        dag_id = get_parsing_context().dag_id
+        if dag_folder is None or dag_id is None or self.ready is None:
+            return None
+        key, known = self.ready
+        if key != (os.fspath(dag_folder), dag_id) or not known.reusable or not known.unchanged():
+            return None
+        sys.modules.update(known.modules)  # the task sees the very modules its DAG was built from
+        age = time.monotonic() - known.parsed_at
+        log.info("DAG %s taken from the worker's parse of %s (%.1f s old; %s)", dag_id, dag_folder, age, ENV)
+        return known.bag
+
+    def local_bundle_path(self, name: str) -> str | None:
+        if name not in self.bundle_paths:
+            self.bundle_paths[name] = local_bundle_path(name)
+        return self.bundle_paths[name]
+
+    def on_task_prerun(self, sender: Any = None, args: Any = None, **_: Any) -> None:
+        """Celery's ``task_prerun`` in the pool process: pre-parse the DAG file of the task about to be forked."""
+        if getattr(sender, "name", None) != "execute_workload" or not args:
+            return
+        self.ready = None
+        try:
+            target = workload_target(args[0], self.local_bundle_path)
+            if target is not None:
+                with self.preparing:
+                    self.prepare(*target)
+        except Exception:  # the task process then parses for itself, as stock Airflow does
+            log.warning("%s: could not pre-parse the task's DAG file; the task parses it itself", ENV, exc_info=True)
+
+
+def local_bundle_path(name: str) -> str | None:
+    """The folder of DAG bundle ``name`` when it is Airflow's unversioned local bundle, else None."""
+    from airflow.dag_processing.bundles.local import LocalDagBundle
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    bundle = DagBundlesManager().get_bundle(name=name, version=None)
+    return os.fspath(bundle.path) if isinstance(bundle, LocalDagBundle) else None
+
+
+def caching_bag_class(original: type) -> type:
+    """A subclass of Airflow's BundleDagBag whose instances, built where the installed cache prepared a reusable
+    parse of the same file and DAG, take that parse's contents (its very DAG objects) instead of parsing again;
+    built anywhere else, they parse as Airflow's own. Either way they are BundleDagBags, built the usual way."""
+
+    class CachingBundleDagBag(original):  # type: ignore[misc]
+        def __init__(self, dag_folder: Any = None, *args: Any, **kwargs: Any) -> None:
+            inherited = None
+            cache = _installed
+            if cache is not None:
+                try:
+                    inherited = cache.lookup(dag_folder)
+                except Exception:  # the task then parses its file itself, as stock Airflow does
+                    log.warning("%s: could not take the worker's parse; parsing the DAG file", ENV, exc_info=True)
+            if inherited is None:
+                super().__init__(dag_folder, *args, **kwargs)
+            else:
+                self.__dict__.update(inherited.__dict__)  # its dags, errors and settings: the parse, not a copy of it
+
+    CachingBundleDagBag.__qualname__ = CachingBundleDagBag.__name__ = f"Caching{original.__name__}"
+    return CachingBundleDagBag
+
+
+_installed: DagCache | None = None
+
+
+def current() -> DagCache | None:
+    """The pool process's cache while the patch is installed."""
+    return _installed
 
 
 def install() -> None:
@@ -241,41 +284,26 @@ def install() -> None:
 
     Called by ``sluice.worker.patches`` at worker start, once ``sluice.compat`` has checked the symbols.
     """
-    global _original, _max_age
-    if _original is not None:
+    global _installed
+    if _installed is not None:
         return
     from airflow.configuration import conf
     from celery.signals import task_prerun
 
     dagbag = compat.bundle_dag_bag_module()
-    original = dagbag.BundleDagBag
-
-    class CachingBundleDagBag(original):  # type: ignore[misc, valid-type]
-        """Returns the inherited parse where it may be reused, else Airflow's own BundleDagBag."""
-
-        def __new__(cls, dag_folder: Any = None, *args: Any, **kwargs: Any) -> Any:
-            # Neither return value is an instance of this class, so Python does not run __init__ again.
-            try:
-                inherited = lookup(dag_folder)
-            except Exception:  # the task then parses its file itself, as stock Airflow does
-                log.warning("%s: could not take the worker's parse; parsing the DAG file", ENV, exc_info=True)
-                inherited = None
-            return inherited if inherited is not None else original(dag_folder, *args, **kwargs)
-
-    _original, _max_age = original, float(conf.getint("dag_processor", "min_file_process_interval", fallback=30))
-    dagbag.BundleDagBag = CachingBundleDagBag
-    task_prerun.connect(_on_task_prerun, weak=False)
+    max_age = float(conf.getint("dag_processor", "min_file_process_interval", fallback=30))
+    cache = DagCache(original=dagbag.BundleDagBag, max_age=max_age)
+    dagbag.BundleDagBag = caching_bag_class(cache.original)
+    task_prerun.connect(cache.on_task_prerun, weak=False, dispatch_uid=__name__)
+    _installed = cache
 
 
 def uninstall() -> None:
-    global _original, _ready
-    if _original is None:
+    global _installed
+    cache, _installed = _installed, None
+    if cache is None:
         return
     from celery.signals import task_prerun
 
-    compat.bundle_dag_bag_module().BundleDagBag = _original
-    task_prerun.disconnect(_on_task_prerun)
-    _original = None
-    _parses.clear()
-    _ready = None
-    _bundle_paths.clear()
+    compat.bundle_dag_bag_module().BundleDagBag = cache.original
+    task_prerun.disconnect(dispatch_uid=__name__)

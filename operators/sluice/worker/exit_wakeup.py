@@ -20,6 +20,7 @@ import os
 import selectors
 from typing import Any
 
+from sluice import compat
 from sluice.worker.settings import env_flag
 from sluice.worker.supervisor_patch import SupervisorPatch
 
@@ -90,7 +91,7 @@ def _monitor_subprocess(self: Any) -> Any:
             watch.close()
 
 
-PATCH = SupervisorPatch("_monitor_subprocess", _monitor_subprocess)
+PATCH = SupervisorPatch(compat.Feature.EXIT_WAKEUP, _monitor_subprocess)
 
 
 install = PATCH.install

@@ -29,19 +29,23 @@ ACTIVE, OFF, NOT_INSTALLED = report.ACTIVE, report.OFF, report.NOT_INSTALLED
 
 @dataclass(frozen=True)
 class Patch:
-    name: str  # as in sluice.compat's entries
+    feature: compat.Feature  # the symbols it relies on: sluice.compat's entries for this feature
     module: ModuleType  # ENV, enabled(), install(), uninstall()
     chart_value: str
     platform_problem: Callable[[], str | None] = lambda: None  # what the patch needs beyond Airflow
 
+    @property
+    def name(self) -> str:
+        return self.feature.value
+
     def problem(self) -> str | None:
-        return compat.problem(self.name) or self.platform_problem()
+        return compat.problem(self.feature) or self.platform_problem()
 
 
 PATCHES = (
-    Patch(compat.DAG_CACHE, dag_cache, "tuning.workerDagCache"),
-    Patch(compat.EXIT_WAKEUP, exit_wakeup, "tuning.workerExitWakeup", exit_wakeup.platform_problem),
-    Patch(compat.START_HEARTBEAT, start_heartbeat, "tuning.workerStartHeartbeat"),
+    Patch(compat.Feature.DAG_CACHE, dag_cache, "tuning.workerDagCache"),
+    Patch(compat.Feature.EXIT_WAKEUP, exit_wakeup, "tuning.workerExitWakeup", exit_wakeup.platform_problem),
+    Patch(compat.Feature.START_HEARTBEAT, start_heartbeat, "tuning.workerStartHeartbeat"),
 )
 
 

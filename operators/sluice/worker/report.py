@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sluice.atomic import write_atomic
+
 ENV = "SLUICE_WORKER_PATCH_REPORT"
 ACTIVE, OFF, NOT_INSTALLED = "active", "off", "not installed"  # a patch's state; not installed is followed by why
 log = logging.getLogger(__name__)
@@ -24,9 +26,7 @@ def write(states: dict[str, str], airflow: str | None, path: str | None = None) 
         return
     report = {"pid": os.getpid(), "airflow": airflow, "patches": states}
     try:
-        tmp = Path(f"{target}.tmp")
-        tmp.write_text(json.dumps(report))
-        tmp.replace(target)
+        write_atomic(target, json.dumps(report))
     except OSError as exc:  # a report is for people; the worker runs without it
         log.warning("could not write the worker's patch report to %s: %s", target, exc)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sluice import compat
 from sluice.worker.settings import env_flag
 from sluice.worker.supervisor_patch import SupervisorPatch
 
@@ -32,10 +33,10 @@ def enabled(value: str | None = None) -> bool:
 
 def _on_child_started(self: Any, *args: Any, **kwargs: Any) -> None:
     PATCH.original(self, *args, **kwargs)  # type: ignore[misc]  # raises (and kills the task) if the start failed
-    self._last_heartbeat_attempt = self._last_successful_heartbeat  # set by the successful start
+    compat.count_start_as_heartbeat(self)  # the successful start set its last successful heartbeat
 
 
-PATCH = SupervisorPatch("_on_child_started", _on_child_started)
+PATCH = SupervisorPatch(compat.Feature.START_HEARTBEAT, _on_child_started)
 
 
 install = PATCH.install

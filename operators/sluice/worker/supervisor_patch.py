@@ -10,24 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sluice import compat
+
 
 class SupervisorPatch:
-    def __init__(self, method: str, replacement: Callable[..., Any]) -> None:
-        self.method = method
+    def __init__(self, feature: compat.Feature, replacement: Callable[..., Any]) -> None:
+        self.feature = feature  # which method: compat.SUPERVISOR_METHODS[feature]
         self.replacement = replacement
         self.original: Callable[..., Any] | None = None  # Airflow's method, while the replacement is installed
 
     def install(self) -> None:
         if self.original is None:
-            from airflow.sdk.execution_time.supervisor import ActivitySubprocess
-
-            self.original = getattr(ActivitySubprocess, self.method)
-            setattr(ActivitySubprocess, self.method, self.replacement)
+            self.original = compat.replace_supervisor_method(self.feature, self.replacement)
 
     def uninstall(self) -> None:
         if self.original is None:
             return
-        from airflow.sdk.execution_time.supervisor import ActivitySubprocess
-
-        setattr(ActivitySubprocess, self.method, self.original)
+        compat.restore_supervisor_method(self.feature, self.original)
         self.original = None
