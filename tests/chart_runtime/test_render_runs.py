@@ -377,7 +377,10 @@ def test_the_default_pools_memory_limit_holds_its_workers_at_full_concurrency(
         )
     assert burst.memory.peak_busy == concurrency, f"the burst had {burst.memory.peak_busy} of {concurrency} slots busy"
     idle = read(_tree_of(installed))
-    assert idle.charged <= request, f"at rest the worker holds {idle.charged / 2**20:.0f} MiB, over its request"
+    assert idle.charged <= request, (
+        f"at rest the worker holds {idle.charged / 2**20:.0f} MiB, over its {request / 2**20:.0f} MiB request; "
+        f"peaks: {'; '.join(figures)}"
+    )
     prove(
         f"limit {limit / 2**20:.0f} MiB, request {request / 2**20:.0f} MiB (concurrency {concurrency}): peaks "
         + "; ".join(figures)
