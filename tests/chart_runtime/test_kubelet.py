@@ -208,19 +208,22 @@ def test_a_crashing_container_restarts_with_the_kubelets_back_off(
 
 
 def test_the_back_off_starts_over_after_a_long_run(kubelet: Kubelet, prove: Callable[[str], None]) -> None:
-    kubelet.backoff = (0.3, 0.5)  # starts over when a run lasted more than 2 x 0.5 s since its restart
+    """Judged by the kubelet's own events, not by the gaps between runs (a loaded machine stretches those)."""
+    kubelet.backoff = (0.5, 2.0)  # starts over when a run lasted more than 2 x 2 s since its restart
     code = """
         import sys, time
         print(time.monotonic(), flush=True)
-        time.sleep(1.2 if runs == 3 else 0)
+        time.sleep(5 if runs == 3 else 60 if runs >= 4 else 0)
         sys.exit(1)
     """
     (pod,) = apply(kubelet, workload("Deployment", "long", counted(code), volumes=SCRATCH))
     until(lambda: len(starts(pod)) >= 4, "four runs")
     gaps = [b - a for a, b in zip(starts(pod), starts(pod)[1:], strict=False)]
-    assert gaps[1] >= 0.3  # the second restart backed off
-    assert gaps[2] - 1.2 < 0.3, gaps  # the third run lasted 1.2 s: restarted at once, not after 0.5 s
-    prove(f"after a run longer than 2 x the cap: restarted {gaps[2] - 1.2:.2f} s after it ended")
+    backoffs = [e.split(" ", 1)[1] for e in pod.containers[0].events if "Back-off" in e]
+    # Run 1 ended: restarted at once; run 2 ended: backed off 0.5 s; run 3 lasted 5 s (> 2 x the cap): at once.
+    assert backoffs == ["Back-off 0.5s restarting failed container (exit 1)"], pod.containers[0].events
+    assert gaps[1] >= 0.5 and gaps[2] >= 5, gaps
+    prove(f"back-offs {backoffs}: after a run longer than 2 x the cap, restarted without one")
 
 
 def test_restart_policies_and_a_jobs_backoff_limit(kubelet: Kubelet, prove: Callable[[str], None]) -> None:
@@ -361,7 +364,7 @@ def test_a_startup_probe_gates_the_others_and_kills_a_container_that_never_start
     assert (status["started"], status["ready"], pod_ready(pod)) == (False, False, False)
     assert "livenessProbe" not in run.probes  # liveness waits for startup: it would have killed it by now
     until(lambda: pod_ready(pod), "ready once its startup probe passed")
-    time.sleep(0.3)
+    until(lambda: "livenessProbe" in run.probes and run.probes["livenessProbe"].tries >= 3, "three liveness tries")
     assert run.restarts == 0 and run.probes["livenessProbe"].failures == 0
     # A startup probe that never passes: failureThreshold x periodSeconds, then killed and restarted.
     (stuck,) = kubelet.pods_of("Deployment/never")

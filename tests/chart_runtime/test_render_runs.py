@@ -23,7 +23,7 @@ from tests.support.containers import STEP_IMAGE, require_image
 
 pytestmark = pytest.mark.integration
 CORE = ("api-server", "scheduler", "dag-processor", "triggerer")
-RUN_BOUND = 600.0
+RUN_BOUND = 900.0  # a loaded 2-core machine has taken over 600 s for the example pipeline
 
 
 @pytest.fixture(scope="module")
