@@ -26,8 +26,9 @@ What a kubelet (with the cluster's DNS and service proxy) does for a pod, this d
   and readiness wait until it succeeded; failureThreshold failures in a row kill the container),
   ``livenessProbe`` (failureThreshold failures in a row: SIGTERM, the grace period, SIGKILL, then a restart per
   restartPolicy), ``readinessProbe`` (Ready after successThreshold successes in a row, unready after
-  failureThreshold failures in a row), each from ``initialDelaySeconds`` after the container started, every
-  ``periodSeconds``, a try failing at ``timeoutSeconds`` (exec: its process group killed; httpGet; tcpSocket).
+  failureThreshold failures in a row), each ticking every ``periodSeconds`` from the container's start and trying
+  from the first tick past ``initialDelaySeconds``, a try failing at ``timeoutSeconds`` (exec: its process group
+  killed; httpGet; tcpSocket).
   A pod is Ready when each container runs, has started and is ready; a Service sends each new connection to a
   Ready pod behind it, in turn, and refuses it when there is none (``ServiceProxy``, kube-proxy's part).
   One harness factor, ``PROBE_TIMEOUT_SCALE`` (2; env SLUICE_PROBE_TIMEOUT_SCALE), multiplies each probe's
