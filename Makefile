@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sluice-installed
 UV_VERSION := 0.13.9
 
-.PHONY: setup demo test test-fast test-kind chart-smoke images bench bench-scale bench-faults lint lock package-data step-specs clean
+.PHONY: setup demo test test-fast test-kind chart-smoke images bench bench-scale bench-faults lint lock step-specs clean
 
 setup: $(STAMP)
 
@@ -84,11 +84,6 @@ lock: setup
 		--python-version 3.11 --override requirements/overrides.txt -o requirements/lock.txt
 	$(BIN)/uv pip compile images/ml-steps/pyproject.toml --python-version 3.13 -c requirements/lock.txt \
 		--python-platform x86_64-manylinux_2_28 --generate-hashes -o images/ml-steps/requirements.lock
-
-# Copy the chart's values.yaml and the example DAGs into the package (what it ships for use outside a checkout);
-# tests/unit/test_package_data.py fails when a copy differs from its original.
-package-data:
-	$(PYTHON) tools/package_data.py
 
 # Each step image's specs, as its package prints them (`sluice-step --describe`), shipped in the sluice package:
 # what DAGs are checked against at parse. tests/steps/test_step_specs.py fails when the copy differs.

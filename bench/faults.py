@@ -44,6 +44,7 @@ from sluice.stack.services import free_port  # noqa: E402
 
 from tests.integration.stack.conftest import TEST_RECOVERY  # noqa: E402
 from tests.integration.stack.ledger import Ledger, read_ledger  # noqa: E402
+from tests.support.stack import restart  # noqa: E402
 
 PROBES = REPO / "tests" / "integration" / "stack" / "dags" / "stack_probes.py"
 PLATFORM = REPO / "tests" / "integration" / "stack" / "platform.yaml"
@@ -100,9 +101,9 @@ def stack(work: Path, extra_env: dict[str, str] | None = None) -> Iterator[tuple
         # grow over the trials and become what they measure.
         restart_backoff_seconds=0,
     )
-    from sluice.stack import services
+    from tests.support.postgres import drop_database
 
-    services.drop_database(DB)  # each stack starts from an empty metadata DB
+    drop_database(DB)  # each stack starts from an empty metadata DB
     local.up(config)
     try:
         api = AirflowApi(config.api_url, "admin", local.secrets().admin_password)
@@ -140,7 +141,7 @@ def sigkill_trial(local: LocalStack, api: AirflowApi, ledger: Path, tasks: int, 
     )
     hosts = [t["hostname"] for t in running]
     busy = max(set(hosts), key=hosts.count)
-    proc = next(p for p in local.state().workers() if p.extra["worker"] == busy)
+    proc = next(p for p in local.state().workers() if p.worker_name == busy)
     os.killpg(proc.pid, signal.SIGKILL)
     killed = time.time()
     api.wait_for_run("probe_ledger", run_id, 600)
@@ -150,7 +151,7 @@ def sigkill_trial(local: LocalStack, api: AirflowApi, ledger: Path, tasks: int, 
 
 def redis_trial(local: LocalStack, api: AirflowApi, ledger: Path, tasks: int, seconds: float) -> tuple[Ledger, float]:
     """The broker dies and comes back while ``tasks`` wait; the default pool's worker has ``tasks`` slots free."""
-    local.restart("redis", signal.SIGKILL)
+    restart(local, "redis", signal.SIGKILL)
     restarted = time.time()
     run_id = api.trigger("probe_ledger", {"seconds": [seconds] * tasks, "ledger": str(ledger)})
     api.wait_for_run("probe_ledger", run_id, 600)
@@ -160,12 +161,11 @@ def redis_trial(local: LocalStack, api: AirflowApi, ledger: Path, tasks: int, se
 
 def down_trial(work: Path, ledger: Path, tasks: int, seconds: float) -> tuple[Ledger, float]:
     with stack(work) as (local, api):
-        (old,) = [p for p in local.state().workers() if p.extra["worker"].startswith("default-")]
+        (old,) = [p for p in local.state().workers() if p.worker_name.startswith("default-")]
         os.killpg(old.pid, signal.SIGKILL)
         wait_for(
             lambda: any(
-                p.alive() and p.pid != old.pid and p.extra["worker"].startswith("default-")
-                for p in local.state().workers()
+                p.alive() and p.pid != old.pid and p.worker_name.startswith("default-") for p in local.state().workers()
             ),
             "the supervisor to restart the worker",
         )

@@ -17,10 +17,16 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from sluice import demo
 from sluice.stack.api import AirflowApi
 from sluice.stack.config import StackConfig
 from sluice.stack.local import LocalStack
-from sluice.stack.services import drop_database, free_port
+from sluice.stack.services import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.support: the benches share the test harness's helpers
+
+from tests.support.postgres import drop_database  # noqa: E402
 
 DAG = "ml_training_pipeline"
 console = Console(width=140)
@@ -53,6 +59,8 @@ def on_stack(tuning: str) -> dict[str, float]:
     try:
         api = AirflowApi(config.api_url, "admin", stack.secrets().admin_password)
         dag = api.wait_for_dag(DAG, timeout=300)
+        # The example's sources where the stack's DAGs look, as `sluice demo --stack` makes them.
+        demo.prepare(DAG, demo.declared(Path(dag["fileloc"])), stack.home / "demo-data")
         logical_date = dag["next_dagrun_logical_date"]  # stands in for the @daily run: no second run
         out = {}
         for label in ("first_s", "cached_s"):

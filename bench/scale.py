@@ -1,22 +1,27 @@
-"""Data at scale: the sharded pipeline (dags/sharded_training.py) over a generated set, side by side with one
-Python process doing the same computation, in one invocation (``make bench-scale``).
+"""Data at scale: the sharded pipeline (dags/sharded_training.py) over a generated set, against what a user would
+pick instead — one process of idiomatic polars + scikit-learn (bench/baseline_polars.py) — in one invocation
+(``make bench-scale``).
 
-    python bench/scale.py                                   # 20 M rows, 4 M-row shards (~15 min here)
+    python bench/scale.py                                   # 20 M rows, 4 M-row shards (~30 min here)
     python bench/scale.py --rows 2000000 --skip-stack       # a quick look
 
 Prints, and writes as JSON (--json):
-1. end to end: seconds and rows/s on the embedded default (SQLite, ``dag.test``: one step at a time), on the
-   local stack with one and with two step slots per pool (Celery, one worker per pool), and for the single
-   process; each as a ratio to the single process;
+1. end to end: seconds, rows/s and peak resident memory of the polars baseline (the reference), of the
+   pipeline's own step functions called in one process, on the embedded default (SQLite, ``dag.test``: one step
+   at a time) and on the local stack with one and with two step slots per pool (Celery, one worker per pool);
+   each as a ratio to the baseline; then each model's held-out ROC AUC in each, to show they did the same work;
 2. scaling: one slot vs two on this machine;
 3. each step's peak resident memory against its profile's memory, at each dataset size (--memory-rows);
 4. the machine's Parquet scan rate on one core (pyarrow) and the share of it ingest and score reach;
 5. orchestration overhead per shard task: Airflow task start → step start, step end → task end, against the
    step's own time.
 
-The single process runs the very step functions the pipeline runs (``sluice_steps.*.run``), in order, in one
-interpreter, writing the same files: the computation a data scientist would script with pyarrow, with no
-orchestration. The data is generated (``sluice_steps.synth``) under --data and kept for the next run.
+The baseline shares no code with the pipeline (it reads the same generated files). The single process runs the
+very step functions the pipeline runs (``sluice_steps.*.run``), in order, in one interpreter, writing the same
+files: the pipeline's cost without orchestration. Peak memory is the largest process's resident peak: the one
+process for those two, the largest step for the pipeline's runs (their Airflow processes are beside it; for the
+embedded run the largest process of its tree is shown too). The data is generated (``sluice_steps.synth``) under
+--data and kept for the next run.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,10 +76,15 @@ def phase_single(data: str, work: str) -> dict[str, Any]:
     from sluice_steps.contract import StepContext
 
     params = {"batch_rows": 65536, "sample_rows": 50000}
-    candidates = importlib.import_module("sharded_training").CANDIDATES  # the DAG's own (imports Airflow: untimed)
+    pipeline = importlib.import_module(
+        "sharded_training"
+    )  # the DAG's candidates and routing (imports Airflow: untimed)
+    route = {task_id: pipeline.dag.get_task(task_id).python_callable for task_id in ("split", "per_shard", "roles")}
     steps: dict[str, float] = {}
 
-    def call(step: str, name: str, inputs: dict[str, Any], outputs: dict[str, str], extra: dict[str, Any]) -> dict:
+    def call(
+        step: str, name: str, inputs: dict[str, Any], outputs: dict[str, str], extra: dict[str, Any]
+    ) -> dict[str, str]:
         prefix = f"{work}/{name}"
         started = time.perf_counter()  # the step module's import counts, as in a step process
         module = importlib.import_module(f"sluice_steps.{step}")
@@ -96,35 +107,37 @@ def phase_single(data: str, work: str) -> dict[str, Any]:
         call("ingest_shard", f"ingest/{i}", {"shard": s}, {"clean": "clean.parquet", "stats": "stats.json"}, {})
         for i, s in enumerate(shards)
     ]
-    stats = call("merge_stats", "stats", {"parts": [o["stats"] for o in ingested]}, {"stats": "stats.json"}, {})
+    split = route["split"]([o["clean"] for o in ingested], [o["stats"] for o in ingested], 0.2)
+    stats = call("merge_stats", "stats", {"parts": split["train_parts"]}, {"stats": "stats.json"}, {})
+    plans = route["per_shard"](split["shards"], stats["stats"], params["batch_rows"], params["sample_rows"])
     featurized = [
         call(
             "featurize_shard",
             f"featurize/{i}",
-            {"clean": o["clean"], "stats": stats["stats"]},
+            plan["inputs"],
             {"features": "features.parquet", "sample": "sample.parquet"},
-            {},
+            plan["step_params"],
         )
-        for i, o in enumerate(ingested)
+        for i, plan in enumerate(plans)
     ]
     features = [o["features"] for o in featurized]
-    holdout = min(len(features) - 1, max(1, round(len(features) * 0.2)))
-    holdout_shards = features[-holdout:]
+    roles = route["roles"](split["shards"], features, [o["sample"] for o in featurized])
+    holdout_shards = roles["holdout"]
     evaluations = [
         call(
             "train_sgd",
             "train_sgd",
-            {"shards": features[:-holdout], "holdout": holdout_shards},
+            {"shards": roles["train"], "holdout": holdout_shards},
             {"model": "model.joblib", "evaluation": "evaluation.json"},
             {"epochs": 1},
         )
     ]
-    for i, candidate in enumerate(candidates):
+    for i, candidate in enumerate(pipeline.CANDIDATES):
         evaluations.append(
             call(
                 "train_sample",
                 f"train_sample/{i}",
-                {"sample": [o["sample"] for o in featurized], "holdout": holdout_shards},
+                {"sample": roles["samples"], "holdout": holdout_shards},
                 {"model": "model.joblib", "evaluation": "evaluation.json"},
                 {**candidate, "max_rows": params["sample_rows"]},
             )
@@ -152,7 +165,19 @@ def phase_single(data: str, work: str) -> dict[str, Any]:
         "steps": steps,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "champion": board[0],
+        "models": {entry["candidate"]: entry["roc_auc"] for entry in board},
     }
+
+
+def phase_baseline(data: str, work: str) -> dict[str, Any]:
+    """bench/baseline_polars.py in a process of its own: the reference."""
+    script = Path(__file__).with_name("baseline_polars.py")
+    done = subprocess.run([sys.executable, str(script), data, "--out", work, "--json"], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the polars baseline failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["models"] = {name: figures["roc_auc"] for name, figures in result["models"].items()}
+    return result
 
 
 def phase_collect(db_url: str, dag_id: str) -> dict[str, Any]:
@@ -167,6 +192,8 @@ def phase_collect(db_url: str, dag_id: str) -> dict[str, Any]:
         if run is None:
             raise SystemExit(f"no run of {dag_id} in {db_url}")
         run_id, begun, ended = run.run_id, run.start_date, run.end_date
+        if begun is None or ended is None:
+            raise SystemExit(f"run {run_id} of {dag_id} has no start or end date")
     outcome = collect(dag_id, run_id)
     return {
         "run_id": run_id,
@@ -221,16 +248,23 @@ def on_embedded(data: str) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="sluice-bench-scale-embedded-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
     env["SLUICE_HOME"] = str(home)
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("sluice")), "demo", DAG, "--conf", json.dumps({"source": data})],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        raise RuntimeError(f"sluice demo failed:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
+    log = home / "demo.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("sluice")), "demo", DAG, "--conf", json.dumps({"source": data})],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        # wait4: the largest resident peak of any process of its tree (the Airflow process or a step) it waited for
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"sluice demo failed:\n{log.read_text()[-6000:]}")
     try:
-        return collect_from(f"sqlite:///{home / 'airflow' / 'airflow.db'}")
+        run = collect_from(f"sqlite:///{home / 'airflow' / 'airflow.db'}")
+        run["tree_peak_rss_bytes"] = usage.ru_maxrss * 1024
+        return run
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -261,7 +295,9 @@ def on_stack(data: str, slots: int) -> dict[str, Any]:
     from sluice.stack.api import AirflowApi
     from sluice.stack.config import StackConfig
     from sluice.stack.local import LocalStack
-    from sluice.stack.services import drop_database, free_port
+    from sluice.stack.services import free_port
+
+    from tests.support.postgres import drop_database  # REPO is on sys.path (main)
 
     home = Path(tempfile.mkdtemp(prefix=f"sluice-bench-scale-stack{slots}-"))
     stack = LocalStack(home / "stack")
@@ -378,12 +414,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "dags"))
+    sys.path.insert(0, str(REPO))  # tests.support: the benches share the test harness's helpers
 
     if args.phase:
         if args.phase == "collect":
             out = phase_collect(args.phase_args[0], DAG)
         else:
-            out = {"scan": phase_scan, "single": phase_single}[args.phase](*args.phase_args)
+            phases: dict[str, Callable[..., dict[str, Any]]] = {
+                "scan": phase_scan,
+                "single": phase_single,
+                "baseline": phase_baseline,
+            }
+            out = phases[args.phase](*args.phase_args)
         print(json.dumps(out, default=str))
         return
 
@@ -394,12 +436,13 @@ def main() -> None:
     console.print(f"  {results['data']['shards']} shards, {results['data']['bytes'] / 2**30:.2f} GiB of Parquet")
     console.print("[bold]scan[/]: pyarrow, one core")
     results["scan"] = child("scan", str(data))
-    work = tempfile.mkdtemp(prefix="sluice-bench-scale-single-")
-    console.print("[bold]single process[/]")
-    try:
-        results["single"] = child("single", str(data), work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    for phase, title in (("baseline", "polars + scikit-learn baseline"), ("single", "step functions in one process")):
+        work = tempfile.mkdtemp(prefix=f"sluice-bench-scale-{phase}-")
+        console.print(f"[bold]{title}[/]")
+        try:
+            results[phase] = child(phase, str(data), work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     runs: dict[str, dict[str, Any]] = {}
     console.print("[bold]embedded default[/] (sluice demo)")
     runs["embedded (SQLite, one step at a time)"] = on_embedded(str(data))
@@ -424,21 +467,62 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 
 
+def run_models(run: dict[str, Any]) -> dict[str, float]:
+    """Each training task's held-out ROC AUC in a pipeline run, by candidate."""
+    out = {}
+    for task in run["tasks"]:
+        metrics = (task.get("result") or {}).get("metrics", {})
+        if task["task_id"] in ("train_sgd", "train_sample") and "holdout_roc_auc" in metrics:
+            out[metrics["candidate"]] = float(metrics["holdout_roc_auc"])
+    return out
+
+
+def mib(value: float | None) -> str:
+    return f"{value / 2**20:,.0f}" if value else ""
+
+
 def report(results: dict[str, Any], runs: dict[str, dict[str, Any]]) -> None:
-    rows, single = results["rows"], results["single"]["seconds"]
+    rows, baseline = results["rows"], results["baseline"]["seconds"]
     shards = results["data"]["shards"]
-    table = Table(title=f"1. end to end, {rows:,} rows in {shards} shards (this machine: {os.cpu_count()} cores)")
-    for column in ("where", "seconds", "rows/s", "× single process"):
-        table.add_column(column, justify="right" if column != "where" else "left")
-    table.add_row(
-        "single Python process (same step functions, no orchestration)",
-        f"{single:.1f}",
-        f"{rows / single:,.0f}",
-        "1.00",
+    load = os.getloadavg()
+    table = Table(
+        title=f"1. end to end, {rows:,} rows in {shards} shards (this machine: {os.cpu_count()} cores; "
+        f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f})"
     )
+    for column in ("where", "seconds", "rows/s", "× baseline", "peak RSS MiB (largest process)"):
+        table.add_column(column, justify="right" if column != "where" else "left")
+    ways: list[tuple[str, float, str]] = [
+        (
+            "polars + scikit-learn in one process (bench/baseline_polars.py)",
+            baseline,
+            mib(results["baseline"]["peak_rss_bytes"]),
+        ),
+        (
+            "the pipeline's step functions in one process (no orchestration)",
+            results["single"]["seconds"],
+            mib(results["single"]["peak_rss_bytes"]),
+        ),
+    ]
     for where, run in runs.items():
-        table.add_row(where, f"{run['seconds']:.1f}", f"{rows / run['seconds']:,.0f}", f"{run['seconds'] / single:.2f}")
+        step_peak = max((peak for peak, _ in peaks(run).values()), default=0)
+        tree = f"; whole tree {mib(run['tree_peak_rss_bytes'])}" if run.get("tree_peak_rss_bytes") else ""
+        ways.append((where, run["seconds"], f"{mib(step_peak)} (a step){tree}"))
+    results["ways"] = {}
+    for where, seconds, peak in ways:
+        table.add_row(where, f"{seconds:.1f}", f"{rows / seconds:,.0f}", f"{seconds / baseline:.2f}", peak)
+        results["ways"][where] = {"seconds": seconds, "ratio": seconds / baseline, "peak": peak}
     console.print(table)
+
+    quality = Table(title="   held-out ROC AUC per model (the same work: the figures should agree within ~0.01)")
+    models = {"baseline": results["baseline"]["models"], "step functions": results["single"]["models"]}
+    models |= {where: run_models(run) for where, run in runs.items()}
+    quality.add_column("model")
+    for where in models:
+        quality.add_column(where, justify="right")
+    for name in sorted({n for figures in models.values() for n in figures}):
+        quality.add_row(name, *(f"{figures[name]:.4f}" if name in figures else "" for figures in models.values()))
+    console.print(quality)
+    results["models"] = models
 
     stack = [r for w, r in runs.items() if w.startswith("local stack")]
     if len(stack) == 2:

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,7 +31,12 @@ from rich.table import Table
 from sluice.stack.api import AirflowApi
 from sluice.stack.config import TUNING_KEYS, TUNING_NAMES, StackConfig, tuning_settings
 from sluice.stack.local import LocalStack
-from sluice.stack.services import drop_database, free_port
+from sluice.stack.services import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.support: the benches share the test harness's helpers
+
+from tests.support.postgres import drop_database  # noqa: E402
 
 console = Console(width=170)
 MANY_DAGS = 20

@@ -17,9 +17,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
+from sluice.demo import Example
 from sluice.operators import MLStepOperator
-from sluice.registry import DEFAULT_MODEL, model_asset
+from sluice.registry import model_asset
 
+# The registry entry ml_training_pipeline publishes: a run scores with its current version.
+MODEL = "breast-cancer-classifier"
+# What `sluice demo` checks before running this DAG (sluice.demo): the model (or the one a run's conf names in
+# model_name) has a current version, else it says to run ml_training_pipeline first.
+EXAMPLE = Example(requires_model=MODEL, registered_by="ml_training_pipeline", model_param="model_name")
 STEP = ["sluice-step"]
 SHARDS = 2
 # The interval this run scores: the 15 minutes before the run's data interval end (cron runs) or before
@@ -31,7 +37,7 @@ with DAG(
     description="Score each 15-minute batch with the registry's current model; re-score when a model lands",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("*/15 * * * *", timezone="UTC", interval=timedelta(minutes=15)),
-        assets=model_asset(DEFAULT_MODEL),
+        assets=model_asset(MODEL),
     ),
     start_date=datetime(2026, 1, 1),
     # Scoring old intervals is a deliberate act (airflow backfill create), not a side effect of a deploy.
@@ -40,7 +46,7 @@ with DAG(
     render_template_as_native_obj=True,
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
     params={
-        "model_name": Param(DEFAULT_MODEL, type="string", description="registry name: models/<name>/current"),
+        "model_name": Param(MODEL, type="string", description="registry name: models/<name>/current"),
         "rows": Param(40, type="integer", minimum=1, maximum=10000, description="rows in each batch"),
     },
     tags=["sluice", "example", "scoring"],

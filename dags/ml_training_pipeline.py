@@ -16,16 +16,32 @@ mapped task with no grid entries expands to zero instances, which Airflow marks 
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, TriggerRule, task
+from sluice.demo import Example, data_dir
 from sluice.operators import MLStepOperator
-from sluice.platform import current_platform, sluice_home
-from sluice.registry import DEFAULT_MODEL, model_asset
+from sluice.platform import current_platform
+from sluice.registry import model_asset
 
-DEMO_DATA = Path(os.environ.get("SLUICE_DEMO_DATA") or sluice_home() / "demo-data")
+# The registry entry this pipeline publishes (batch_scoring scores with it).
+MODEL = "breast-cancer-classifier"
+DEMO_DATA = data_dir()
+
+
+def make_sources(folder: Path) -> None:
+    """The two sources (a CSV file and a SQLite table) from a dataset scikit-learn ships, nothing downloaded; the
+    step package's generator (`python -m sluice_steps.demo_data`) makes them, once."""
+    if (folder / "measurements.csv").exists() and (folder / "measurements.db").exists():
+        return
+    subprocess.run([sys.executable, "-m", "sluice_steps.demo_data", str(folder)], check=True, stdout=subprocess.DEVNULL)
+
+
+# What `sluice demo` does before running this DAG (sluice.demo): make the sources its params point at.
+EXAMPLE = Example(prepare=make_sources)
 STEP = ["sluice-step"]
 FEATURES_B = [
     "worst radius",
@@ -51,7 +67,7 @@ DEFAULT_GRID = [
 ]
 # Which pool's mapped task runs an entry of a given profile (any other profile: the default pool).
 POOL_OF_PROFILE = {"highmem": "highmem"}
-MODEL_ASSET = model_asset(DEFAULT_MODEL)
+MODEL_ASSET = model_asset(MODEL)
 
 with DAG(
     dag_id="ml_training_pipeline",
@@ -80,7 +96,7 @@ with DAG(
             description="candidates: [{algorithm, hyperparams, profile}], one mapped train step each",
         ),
         "metric": Param("roc_auc", type="string", description="the champion is the best candidate by this"),
-        "model_name": Param(DEFAULT_MODEL, type="string", description="registry name: models/<name>/"),
+        "model_name": Param(MODEL, type="string", description="registry name: models/<name>/"),
         "model_version": Param(
             "",
             type="string",

@@ -1,8 +1,11 @@
 """A pipeline over a dataset of any size, sharded: every step's memory stays flat as the data grows.
 
-list_shards → ingest[shard] → stats (reduce) → featurize[shard] → split
-    split → train_sgd (out of core, over every training shard) ─┐ each scores itself on the
-    featurize → train_sample[candidate] (on a sample) ──────────┘ held-out shards → champion → score[shard]
+list_shards → ingest[shard] → split → stats (reduce, training shards) → featurize[shard] → roles
+    roles → train_sgd (out of core, over every training shard) ─┐ each scores itself on the
+    roles → train_sample[candidate] (on a sample) ──────────────┘ held-out shards → champion → score[shard]
+
+The held-out shards are chosen once (``split``, before anything is learnt): the statistics come from the training
+shards only and a held-out shard draws no sample, so no held-out row reaches a training step.
 
 The source is a folder (or ``s3://`` prefix) of Parquet shards; ``list_shards`` lists it when the run starts,
 so the number of mapped instances follows the data, not the code. Each shard step streams record batches
@@ -15,7 +18,8 @@ through it.
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,10 +28,24 @@ from typing import Any
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException
 from fsspec.core import url_to_fs
+from sluice.demo import Example, data_dir
 from sluice.operators import MLStepOperator
-from sluice.platform import sluice_home
 
-SOURCE = str(Path(os.environ.get("SLUICE_DEMO_DATA") or sluice_home() / "demo-data") / "sharded")
+SOURCE = str(data_dir() / "sharded")
+# The demo set: 200 k rows in 4 shards.
+DEMO_ROWS, DEMO_SHARD_ROWS = 200_000, 50_000
+
+
+def make_shards(folder: Path) -> None:
+    """The demo set under ``folder/sharded``, generated (nothing downloaded) by `python -m sluice_steps.synth`,
+    which keeps a set that already has these figures."""
+    argv = [sys.executable, "-m", "sluice_steps.synth", str(folder / "sharded")]
+    argv += ["--rows", str(DEMO_ROWS), "--shard-rows", str(DEMO_SHARD_ROWS)]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+# What `sluice demo` does before running this DAG (sluice.demo): make the shards its source param points at.
+EXAMPLE = Example(prepare=make_shards)
 STEP = ["sluice-step"]
 CANDIDATES = [
     {"algorithm": "logistic_regression"},
@@ -78,20 +96,40 @@ with DAG(
             )
         return [{"shard": fs.unstrip_protocol(file)} for file in files]
 
+    @task(multiple_outputs=True)
+    def split(clean: Sequence[str], parts: Sequence[str], holdout_fraction: float) -> dict[str, list[Any]]:
+        """The last shards are held out for evaluation, at least one each side: each clean shard with its role,
+        and the statistics of the training shards (what the features' transform and the sample are drawn from)."""
+        shards, stats = listed(clean), listed(parts)
+        if len(shards) < 2:
+            raise ValueError(f"{len(shards)} shard(s): holding shards out needs at least 2; make more, smaller shards")
+        train = len(shards) - min(len(shards) - 1, max(1, round(len(shards) * holdout_fraction)))
+        return {
+            "shards": [{"clean": uri, "held_out": index >= train} for index, uri in enumerate(shards)],
+            "train_parts": stats[:train],
+        }
+
     @task
-    def per_shard(clean: Sequence[str], stats: str) -> list[dict[str, str]]:
-        return [{"clean": uri, "stats": stats} for uri in listed(clean)]
+    def per_shard(shards: list[dict[str, Any]], stats: str, batch_rows: int, sample_rows: int) -> list[dict[str, Any]]:
+        """featurize's arguments per shard: a held-out shard draws no sample."""
+        return [
+            {
+                "inputs": {"clean": shard["clean"], "stats": stats},
+                "step_params": {"batch_rows": batch_rows, "sample_rows": sample_rows, "held_out": shard["held_out"]},
+            }
+            for shard in shards
+        ]
 
     @task(multiple_outputs=True)
-    def split(shards: Sequence[str], holdout_fraction: float) -> dict[str, list[str]]:
-        """The last shards are held out for evaluation; at least one each side."""
-        features = listed(shards)
-        if len(features) < 2:
-            raise ValueError(
-                f"{len(features)} shard(s): holding shards out needs at least 2; make more, smaller shards"
-            )
-        holdout = min(len(features) - 1, max(1, round(len(features) * holdout_fraction)))
-        return {"train": features[:-holdout], "holdout": features[-holdout:]}
+    def roles(shards: list[dict[str, Any]], features: Sequence[str], samples: Sequence[str]) -> dict[str, list[str]]:
+        """The featurized shards by role (featurize maps over ``shards`` in order): what each training step reads."""
+        held_out = [shard["held_out"] for shard in shards]
+        features, samples = listed(features), listed(samples)
+        return {
+            "train": [uri for uri, out in zip(features, held_out, strict=True) if not out],
+            "holdout": [uri for uri, out in zip(features, held_out, strict=True) if out],
+            "samples": [uri for uri, out in zip(samples, held_out, strict=True) if not out],
+        }
 
     @task
     def plan_candidates(candidates: list[dict[str, Any]], sample_rows: int) -> list[dict[str, Any]]:
@@ -109,11 +147,14 @@ with DAG(
         step_params={"batch_rows": BATCH_ROWS},
         # Each shard is an input, fingerprinted by its bytes: a shard replaced under the same name runs again.
     ).expand(inputs=list_shards(source="{{ params.source }}"))
+    split_shards = split(
+        clean=ingest.output["clean"], parts=ingest.output["stats"], holdout_fraction="{{ params.holdout_fraction }}"
+    )
     stats = MLStepOperator(
         task_id="stats",
         image="ml-steps",
         command=[*STEP, "merge_stats"],
-        inputs={"parts": ingest.output["stats"]},
+        inputs={"parts": split_shards["train_parts"]},
         outputs={"stats": "stats.json"},
     )
     featurize = MLStepOperator.partial(
@@ -121,9 +162,17 @@ with DAG(
         image="ml-steps",
         command=[*STEP, "featurize_shard"],
         outputs={"features": "features.parquet", "sample": "sample.parquet"},
-        step_params={"batch_rows": BATCH_ROWS, "sample_rows": "{{ params.sample_rows }}"},
-    ).expand(inputs=per_shard(clean=ingest.output["clean"], stats=stats.output["stats"]))
-    shards = split(shards=featurize.output["features"], holdout_fraction="{{ params.holdout_fraction }}")
+    ).expand_kwargs(
+        per_shard(
+            shards=split_shards["shards"],
+            stats=stats.output["stats"],
+            batch_rows=BATCH_ROWS,
+            sample_rows="{{ params.sample_rows }}",
+        )
+    )
+    shards = roles(
+        shards=split_shards["shards"], features=featurize.output["features"], samples=featurize.output["sample"]
+    )
     train_sgd = MLStepOperator(
         task_id="train_sgd",
         image="ml-steps",
@@ -140,7 +189,7 @@ with DAG(
         command=[*STEP, "train_sample"],
         queue="highmem",
         profile="highmem",
-        inputs={"sample": featurize.output["sample"], "holdout": shards["holdout"]},
+        inputs={"sample": shards["samples"], "holdout": shards["holdout"]},
         outputs={"model": "model.joblib", "evaluation": "evaluation.json"},
         retries=0,  # deterministic: a bad candidate fails once
     ).expand(step_params=plan_candidates(candidates="{{ params.candidates }}", sample_rows="{{ params.sample_rows }}"))

@@ -65,10 +65,10 @@ def airflow_db(sluice_home: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_data(sluice_home: Path) -> Path:
-    from sluice.runs import write_demo_data
+    from sluice import demo
 
     directory = sluice_home / "demo-data"
-    write_demo_data(directory)
+    demo.prepare("ml_training_pipeline", demo.declared(REPO / "dags" / "ml_training_pipeline.py"), directory)
     return directory
 
 

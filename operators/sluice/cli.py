@@ -34,8 +34,13 @@ app = typer.Typer(help="Sluice: ML pipelines on Apache Airflow 3.", no_args_is_h
 console = Console()
 
 STATE_STYLE = {"success": "green", "failed": "red", "upstream_failed": "yellow", "skipped": "dim"}
-# Examples that score with the registry's current model, and the example that registers one.
-NEEDS_MODEL = {"batch_scoring": "ml_training_pipeline"}
+# What `sluice demo` runs when given no DAG: the one place the package names an example (README's first command).
+DEFAULT_DEMO = "ml_training_pipeline"
+
+
+def _examples(folder: Path) -> str:
+    """The DAG files in ``folder`` (the examples name their files after their DAG), for ``sluice demo --help``."""
+    return ", ".join(sorted(path.stem for path in folder.glob("*.py"))) or "none"
 
 
 @app.command()
@@ -43,9 +48,9 @@ def demo(
     dag_id: Annotated[
         str,
         typer.Argument(
-            help="example DAG to run: ml_training_pipeline, batch_scoring, daily_features, sharded_training"
+            help=f"DAG to run, by id (the examples' files in {DEFAULT_DAGS.name}/: {_examples(DEFAULT_DAGS)})"
         ),
-    ] = "ml_training_pipeline",
+    ] = DEFAULT_DEMO,
     conf: Annotated[str, typer.Option(help="DAG run conf as JSON, e.g. '{\"min_roc_auc\": 0.99}'")] = "{}",
     dags_folder: Annotated[Path, typer.Option(help="folder holding the DAGs (embedded default only)")] = DEFAULT_DAGS,
     stack: Annotated[
@@ -104,25 +109,24 @@ def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -
     airflow_home = embedded.configure(dags_folder=dags_folder)
     launcher = os.environ.get("SLUICE_LAUNCHER", "local")
     console.print(f"[bold]Sluice demo[/] · {dag_id} · Airflow home {airflow_home} · launcher {launcher} · SQLite")
-    from sluice import runs
-    from sluice.platform import sluice_home
+    from sluice import demo, runs
 
     try:
         runs.require_steps_package()
-    except runs.StepsNotInstalled as exc:
-        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        dag = runs.load_dag(dag_id, dags_folder)
+        example = demo.declared(Path(dag.fileloc))
+        with console.status("preparing the example's data and the metadata DB"):
+            demo.prepare(dag_id, example)
+            embedded.migrate()
+        demo.require_model(dag_id, example, run_conf)
+    except (KeyError, RuntimeError) as exc:  # StepsNotInstalled, DemoError, import errors; KeyError: no such DAG
+        console.print(f"[red]{escape(str(exc.args[0] if exc.args else exc))}[/]", soft_wrap=True)
         raise typer.Exit(2) from None
-    with console.status("preparing demo sources and the metadata DB"):
-        runs.write_demo_data(sluice_home() / "demo-data")
-        if dag_id == "sharded_training":
-            runs.write_sharded_demo_data(sluice_home() / "demo-data" / "sharded")
-        embedded.migrate()
-    _require_model(dag_id, run_conf)
     with console.status(f"running {dag_id}"), _without_waiting_lines():
         try:
-            return runs.run_dag(dag_id, dags_folder, run_conf)
-        except (KeyError, RuntimeError) as exc:
-            console.print(f"[red]{exc.args[0] if exc.args else exc}[/]")
+            return runs.run_loaded(dag, run_conf)
+        except RuntimeError as exc:
+            console.print(f"[red]{escape(str(exc.args[0] if exc.args else exc))}[/]", soft_wrap=True)
             raise typer.Exit(2) from None
 
 
@@ -178,46 +182,26 @@ def _run_on_stack(dag_id: str, run_conf: dict[str, object], home: Path | None) -
     config = current.config
     os.environ.update(stack.env())  # this process reads the run where the stack keeps it: its DB, its artifacts
     console.print(f"[bold]Sluice demo[/] · {dag_id} · local stack {config.api_url} · Celery pools · PostgreSQL")
-    from sluice import runs
+    from sluice import demo, runs
 
-    if dag_id == "sharded_training":
-        with console.status("preparing the demo set"):
-            runs.write_sharded_demo_data(stack.home / "demo-data" / "sharded")  # where the stack's DAGs look
-    _require_model(dag_id, run_conf)
     try:
         api = AirflowApi(config.api_url, "admin", stack.secrets().admin_password)
-        dag = api.wait_for_dag(dag_id, timeout=120)
-        # A manual run at the next scheduled date stands in for it: the scheduler then skips that run.
-        run_id = api.trigger(dag_id, conf=run_conf, logical_date=dag.get("next_dagrun_logical_date"))
-        api.unpause(dag_id)
-        try:
-            with console.status(f"running {dag_id} on the stack (run {run_id})"):
-                api.wait_for_run(dag_id, run_id, timeout=6 * 3600)
-        finally:
-            if dag.get("is_paused"):
-                api.unpause(dag_id, paused=True)
-    except StackError as exc:
-        console.print(f"[red]{exc}[/]", soft_wrap=True)
+        # The stack's DAG file, as its dag-processor parsed it; its data goes where the stack's DAGs look
+        # ($SLUICE_DEMO_DATA of the stack's environment: its home's demo-data).
+        example = demo.declared(Path(api.wait_for_dag(dag_id, timeout=120)["fileloc"]))
+        with console.status("preparing the example's data"):
+            demo.prepare(dag_id, example)
+        demo.require_model(dag_id, example, run_conf)
+        with console.status(f"running {dag_id} on the stack") as status:
+            run = api.run(
+                dag_id,
+                run_conf,
+                started=lambda run_id: status.update(f"running {dag_id} on the stack (run {run_id})"),
+            )
+    except (StackError, RuntimeError) as exc:  # the API's answers, DemoError, StepsNotInstalled
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
         raise typer.Exit(2) from None
-    return runs.collect(dag_id, run_id)
-
-
-def _require_model(dag_id: str, run_conf: dict[str, object]) -> None:
-    """Stop before running an example that scores with a model the registry does not have yet."""
-    if dag_id not in NEEDS_MODEL:
-        return
-    from sluice.registry import DEFAULT_MODEL, current, model_uri
-    from sluice.runs import local_display
-
-    name = run_conf.get("model_name", DEFAULT_MODEL) if isinstance(run_conf, dict) else DEFAULT_MODEL
-    if current(str(name)) is None:
-        console.print(
-            f"[red]{dag_id} scores with the current version of model {name!r}, and the registry "
-            f"({local_display(model_uri(str(name)))}) has none yet: run `sluice demo {NEEDS_MODEL[dag_id]}` "
-            "first[/]",
-            soft_wrap=True,
-        )
-        raise typer.Exit(2)
+    return runs.collect(dag_id, str(run["dag_run_id"]))
 
 
 def _print_outcome(outcome: RunOutcome) -> None:

@@ -4,13 +4,17 @@ distribution that ships it which Sluice was tested on, a feature test, and a fal
 Their private code changes without notice (the supervisor's heartbeat fields were renamed once). So a feature
 that needs one of these symbols asks ``problem(Feature.X)`` first: each distribution that ships a symbol the
 feature uses (apache-airflow-core, apache-airflow-task-sdk, apache-airflow-providers-celery,
-apache-airflow-providers-cncf-kubernetes) must be installed at a release Sluice was tested on (``Tested``: the
-exact versions; requirements/lock.txt pins one of them), and the symbol must still look as it did (a feature
-test: it exists, with the signature or the lookup Sluice relies on). With a problem the feature takes its
+apache-airflow-providers-cncf-kubernetes, celery) must be installed at a release Sluice was tested on
+(``Tested``: the exact versions; requirements/lock.txt pins one of them), and the symbol must still look as it
+did (a feature test: it exists, with the signature or the lookup Sluice relies on). With a problem the feature takes its
 fallback: the worker patches are not installed (the worker runs stock Airflow, ``sluice.worker.patches`` logs
 why), the cluster policy's check of literal mapped profiles is skipped, the kubernetes launcher runs the pod
-through the operator's ``execute`` and reports no pending/exit reasons, ``sluice status`` leaves out import
-errors and scheduler events, and the ``sluice.runs`` helpers take Airflow's CLI or stop with the reason.
+through the operator's ``execute`` and reports no pending/exit reasons, a deferrable step pod is watched by the
+worker instead of the triggerer, ``sluice status`` leaves out import errors and scheduler events, the local
+autoscaler leaves pools at their size, and the worker keeps no pod deletion cost; where there is no fallback
+(the offline pod spec, the pool-load index) the feature stops with the reason (``require``). (The test
+harness's own private symbols, which the package never uses, are gated the same way in
+tests/support/airflow_private.py.)
 Features are an enum (``Feature``): a misspelt one fails at import and under mypy, and asking about anything
 else raises ``TypeError``.
 
@@ -20,7 +24,7 @@ tests/unit/private_use.py) that no private module or attribute of Airflow, a pro
 this module.
 
 No longer used (a supported path replaced it): the KubernetesPodOperator's ``_killed`` flag (the kubernetes
-launcher records its own kill), ``unittest.mock`` around ``get_or_create_dagrun`` (see ``dag_test_run``).
+launcher records its own kill).
 """
 
 from __future__ import annotations
@@ -31,8 +35,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,13 +50,14 @@ class Feature(enum.Enum):
     DAG_CACHE = "dag-cache"
     EXIT_WAKEUP = "exit-wakeup"
     START_HEARTBEAT = "start-heartbeat"
-    RUNS_BACKFILL = "sluice.runs.backfill"
-    RUNS_CREATE_DUE_RUNS = "sluice.runs.create_due_runs"
-    RUNS_RUN_EXISTING = "sluice.runs.run_existing"
     POLICY_MAPPED_CHECKS = "sluice.policy mapped-task checks"
     KUBERNETES_EXECUTE = "kubernetes launcher: start and watch the step pod"
     KUBERNETES_READ_POD = "kubernetes launcher: why a pod is pending or ended"
     STATUS_TABLES = "sluice status: import errors and scheduler events"
+    KUBERNETES_DEFER = "kubernetes launcher: the triggerer watches the step pod"
+    KUBERNETES_POD_SPEC = "the step pod built offline (sluice pod-spec, the container launcher)"
+    POOL_LOAD = "pool load: the pool-load index and the local autoscaler"
+    POD_DELETION_COST = "worker pod deletion cost"
 
     def __str__(self) -> str:
         return self.value
@@ -98,7 +102,8 @@ AIRFLOW_CORE = Tested("apache-airflow-core", ("3.3.2",))
 TASK_SDK = Tested("apache-airflow-task-sdk", ("1.3.2",))
 CELERY_PROVIDER = Tested("apache-airflow-providers-celery", ("3.26.0",))
 KUBERNETES_PROVIDER = Tested("apache-airflow-providers-cncf-kubernetes", ("10.25.0",))
-DISTRIBUTIONS = (AIRFLOW_CORE, TASK_SDK, CELERY_PROVIDER, KUBERNETES_PROVIDER)
+CELERY = Tested("celery", ("5.6.3",))
+DISTRIBUTIONS = (AIRFLOW_CORE, TASK_SDK, CELERY_PROVIDER, KUBERNETES_PROVIDER, CELERY)
 
 
 class Missing(SluiceError):
@@ -112,13 +117,13 @@ class Private:
 
     symbol: str
     what: str
-    feature: Feature
+    feature: enum.Enum  # a ``Feature``; the test harness's own entries (tests/support/airflow_private.py) have theirs
     tested: tuple[Tested, ...]  # every distribution that ships a part of the symbol (or of its lookup)
     fallback: str  # "none: ..." where there is none and the feature stops with the reason
     probe: Callable[[], None]  # raises (Missing, AttributeError, ImportError, ...) when the symbol is not usable
 
     def __post_init__(self) -> None:
-        if not isinstance(self.feature, Feature) or not self.tested:
+        if not isinstance(self.feature, enum.Enum) or not self.tested:
             raise TypeError(f"{self.symbol}: give a sluice.compat.Feature and the distributions that ship it")
 
     def versions_problem(self) -> str | None:
@@ -244,30 +249,7 @@ def _probe_execute_workload() -> None:
 
 STOCK = "not installed: the worker runs Airflow's own code"
 
-# ---- sluice.runs and the cluster policy ---------------------------------------------------------------------
-
-
-def _probe_create_backfill() -> None:
-    from airflow.models import backfill
-
-    _params(
-        backfill._create_backfill,
-        *("dag_id", "from_date", "to_date", "max_active_runs", "reverse", "dag_run_conf", "triggering_user_name"),
-    )
-
-
-def _probe_create_dagruns() -> None:
-    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-
-    _params(SchedulerJobRunner._create_dagruns_for_dags, "self", "guard", "session")
-
-
-def _probe_get_or_create_dagrun() -> None:
-    from airflow.models import dagrun
-    from airflow.sdk.definitions.dag import DAG
-
-    _params(dagrun.get_or_create_dagrun, "dag", "session", "start_date")
-    _imports_at_call_time(DAG.test, "airflow.models.dagrun", "get_or_create_dagrun")
+# ---- the cluster policy ---------------------------------------------------------------------------------------
 
 
 def _probe_expand_input_value() -> None:
@@ -299,6 +281,54 @@ def _probe_read_pod() -> None:
     if not isinstance(inspect.getattr_static(_kubernetes_pod_operator(), "pod_manager"), functools.cached_property):
         raise Missing("KubernetesPodOperator.pod_manager is no longer a cached property")
     _params(PodManager.read_pod, "self", "pod")
+
+
+def _probe_trigger_reentry() -> None:
+    operator: Any = _kubernetes_pod_operator()
+    _params(operator.trigger_reentry, "self", "context", "event")
+    # The provider defers with method_name="trigger_reentry": the task's own operator (MLStepOperator) answers to it.
+    if "trigger_reentry" not in inspect.unwrap(operator.invoke_defer_method).__code__.co_consts:
+        raise Missing("KubernetesPodOperator.invoke_defer_method no longer defers to trigger_reentry")
+
+
+def _probe_build_pod_request_obj() -> None:
+    operator: Any = _kubernetes_pod_operator()
+    _params(operator.build_pod_request_obj, "self", "context", "dry_run")
+
+
+# ---- pool load: Airflow's task_instance table, read with SQL -------------------------------------------------
+
+# The columns sql/pool-load.sql, sql/pool-load-index.sql and the local autoscaler read, and the states they count.
+TASK_INSTANCE_COLUMNS = ("state", "queue", "executor", "hostname")
+POOL_LOAD_STATES = ("queued", "running")
+
+
+def _probe_task_instance_table() -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.state import TaskInstanceState
+
+    table = TaskInstance.__table__
+    if table.name != "task_instance":
+        raise Missing(f"TaskInstance is stored in {table.name}, not in task_instance")
+    missing = [column for column in TASK_INSTANCE_COLUMNS if column not in table.columns]
+    if missing:
+        raise Missing(f"Airflow's task_instance table has no column {', '.join(missing)}")
+    gone = [state for state in POOL_LOAD_STATES if state not in {s.value for s in TaskInstanceState}]
+    if gone:
+        raise Missing(f"Airflow no longer stores the task state {', '.join(gone)}")
+
+
+# ---- the worker's pod deletion cost (sluice.worker.deletion_cost) --------------------------------------------
+
+
+def _probe_active_requests() -> None:
+    from celery.worker import state
+
+    len(state.active_requests)  # a collection of the requests running now
+    for function, name in ((state.task_accepted, "add_active_request"), (state.task_ready, "discard_active_request")):
+        parameter = inspect.signature(function).parameters.get(name)
+        if parameter is None or getattr(parameter.default, "__self__", None) is not state.active_requests:
+            raise Missing(f"celery.worker.state.{function.__name__} no longer updates active_requests")
 
 
 # ---- sluice status: Airflow's metadata tables, read with SQL ------------------------------------------------
@@ -397,30 +427,6 @@ ENTRIES: tuple[Private, ...] = (
         _probe_execute_workload,
     ),
     Private(
-        "airflow.models.backfill._create_backfill",
-        "what `airflow backfill create` calls to create a backfill's runs",
-        Feature.RUNS_BACKFILL,
-        (AIRFLOW_CORE,),
-        "`airflow backfill create` (the CLI, in a subprocess)",
-        _probe_create_backfill,
-    ),
-    Private(
-        "airflow.jobs.scheduler_job_runner.SchedulerJobRunner._create_dagruns_for_dags",
-        "one pass of the scheduler's run creation (timer and asset-triggered runs)",
-        Feature.RUNS_CREATE_DUE_RUNS,
-        (AIRFLOW_CORE,),
-        "none in-process: it stops with this reason; a scheduler (`sluice up`) creates such runs",
-        _probe_create_dagruns,
-    ),
-    Private(
-        "airflow.models.dagrun.get_or_create_dagrun, as DAG.test imports it",
-        "DAG.test's run factory (a fresh manual run), replaced to hand DAG.test an existing run",
-        Feature.RUNS_RUN_EXISTING,
-        (AIRFLOW_CORE, TASK_SDK),
-        "none in-process: it stops with this reason; a scheduler (`sluice up`) runs such runs",
-        _probe_get_or_create_dagrun,
-    ),
-    Private(
         "airflow.sdk.definitions._internal.expandinput.DictOfListsExpandInput.value, ListOfDictsExpandInput.value",
         "the literal values a mapped task's .expand() / .expand_kwargs() received",
         Feature.POLICY_MAPPED_CHECKS,
@@ -453,6 +459,46 @@ ENTRIES: tuple[Private, ...] = (
         "`sluice status` leaves both out and says why (the API server's import errors: `airflow dags "
         "list-import-errors`)",
         _probe_status_tables,
+    ),
+    Private(
+        "airflow.providers.cncf.kubernetes.operators.pod.KubernetesPodOperator.trigger_reentry, as its deferral "
+        "names it",
+        "where a deferred pod comes back: the provider defers to it, the step's operator answers to it and hands on",
+        Feature.KUBERNETES_DEFER,
+        (KUBERNETES_PROVIDER,),
+        "the worker watches the step pod (deferrable off; one warning per process); a step deferred before an "
+        "upgrade fails with the reason",
+        _probe_trigger_reentry,
+    ),
+    Private(
+        "airflow.providers.cncf.kubernetes.operators.pod.KubernetesPodOperator.build_pod_request_obj(context, "
+        "dry_run=True)",
+        "the pod the operator would submit, built offline for a step (its labels from a stand-in task context)",
+        Feature.KUBERNETES_POD_SPEC,
+        (KUBERNETES_PROVIDER,),
+        "none: `sluice pod-spec` and the container launcher stop with the reason (the kubernetes launcher does not "
+        "use it)",
+        _probe_build_pod_request_obj,
+    ),
+    Private(
+        "Airflow's metadata table task_instance (state, queue, executor, hostname; states queued, running), read "
+        "with SQL",
+        "each pool's queued and running tasks (sql/pool-load.sql, KEDA's query, and its index) and which local "
+        "workers run one",
+        Feature.POOL_LOAD,
+        (AIRFLOW_CORE,),
+        "none for the index: `python -m sluice.scaling ensure-index` (the migration Job) fails with the reason; "
+        "the local autoscaler leaves every pool at its size and says why once",
+        _probe_task_instance_table,
+    ),
+    Private(
+        "celery.worker.state.active_requests, as task_accepted and task_ready update it",
+        "the requests a Celery worker runs now (Celery's own bookkeeping, in the worker's main process)",
+        Feature.POD_DELETION_COST,
+        (CELERY,),
+        "the worker keeps no pod deletion cost (scale-in may pick a busy pod, whose warm shutdown still lets its "
+        "tasks finish)",
+        _probe_active_requests,
     ),
 )
 
@@ -551,29 +597,6 @@ def bundle_dag_bag_module() -> Any:
     return dagbag
 
 
-def create_backfill() -> Callable[..., Any]:
-    from airflow.models import backfill
-
-    return backfill._create_backfill
-
-
-def create_dagruns_for_dags(runner: Any, guard: Any, session: Any) -> None:
-    runner._create_dagruns_for_dags(guard, session)
-
-
-@contextmanager
-def dag_test_run(factory: Callable[..., Any]) -> Iterator[None]:
-    """While inside, ``DAG.test()`` takes its run from ``factory`` instead of creating a fresh manual run."""
-    from airflow.models import dagrun
-
-    original = dagrun.get_or_create_dagrun
-    dagrun.get_or_create_dagrun = factory
-    try:
-        yield
-    finally:
-        dagrun.get_or_create_dagrun = original
-
-
 @functools.cache
 def _expand_input_problem() -> str | None:
     found = problem(Feature.POLICY_MAPPED_CHECKS)
@@ -612,10 +635,52 @@ def count_start_as_heartbeat(supervisor: Any) -> None:
 
 
 def run_pod(operator: Any, context: Any) -> Any:
-    """Start the KubernetesPodOperator's pod and watch it (deferring, if the operator is deferrable)."""
+    """Start the KubernetesPodOperator's pod and watch it (deferring, if the operator is deferrable and the
+    provider's deferral comes back as tested: else nothing could resume the step, and the worker watches it)."""
+    if operator.deferrable and fallback_problem(Feature.KUBERNETES_DEFER) is not None:
+        operator.deferrable = False
     if fallback_problem(Feature.KUBERNETES_EXECUTE) is not None:
         return operator.execute(context)
     return operator.execute_async(context) if operator.deferrable else operator.execute_sync(context)
+
+
+def resume_pod(operator: Any, context: Any, event: dict[str, Any]) -> Any:
+    """Finish a deferred pod as the provider does when its trigger fired (a step deferred before an upgrade to an
+    untested provider stops with ``Unsupported``)."""
+    require(Feature.KUBERNETES_DEFER)
+    return operator.trigger_reentry(context, event)
+
+
+def pod_request(operator: Any, context: Any) -> Any:
+    """The pod (a ``V1Pod``) the operator would submit for ``context``, built offline."""
+    require(Feature.KUBERNETES_POD_SPEC)
+    return operator.build_pod_request_obj(context, dry_run=True)
+
+
+def running_celery_requests() -> int:
+    """How many requests this Celery worker is running now (in its main process, for every pool type)."""
+    from celery.worker import state
+
+    return len(state.active_requests)
+
+
+def pool_load_problem(conn: Any) -> str | None:
+    """Why the pool-load query cannot be trusted on the metadata DB behind ``conn`` (a SQLAlchemy connection), or
+    None: a tested apache-airflow-core, and task_instance has the columns it reads."""
+    import sqlalchemy as sa
+
+    found = versions_problem(Feature.POOL_LOAD)
+    if found is None:
+        inspector = sa.inspect(conn)
+        present = (
+            {column["name"] for column in inspector.get_columns("task_instance")}
+            if inspector.has_table("task_instance")
+            else set()
+        )
+        missing = [column for column in TASK_INSTANCE_COLUMNS if column not in present]
+        if missing:
+            found = f"the metadata DB's task_instance table has no column {', '.join(missing)}"
+    return fallback_problem(Feature.POOL_LOAD, found) if found is not None else None
 
 
 def read_pod(operator: Any) -> Any:
@@ -665,7 +730,7 @@ def recent_task_events(conn: Any, events: list[str]) -> list[Any]:
 
 
 class Unsupported(SluiceError, RuntimeError):
-    """A ``sluice.runs`` helper cannot work on this Airflow; the message says which symbol and what instead."""
+    """A feature without a fallback cannot work on this installation; the message says which symbol and why."""
 
 
 def require(feature: Feature) -> None:

@@ -344,8 +344,9 @@ class Platform(_Model):
 
 def source_checkout() -> Path | None:
     """The Sluice source checkout this package is imported from (editable install: ``operators/sluice`` in it),
-    or None when it is installed from a wheel. Only defaults differ between the two: where state is kept
-    (``sluice_home``) and which DAG folder the CLI uses (``default_dags_folder``)."""
+    or None when it is installed from a wheel. Defaults differ between the two: where state is kept
+    (``sluice_home``), and where the chart's values and the example DAGs are read (the checkout's own files, or the
+    wheel's: ``chart_values_file``, ``example_dags_folder``)."""
     package = Path(__file__).resolve().parent
     root = package.parents[1]
     if package.parent.name == "operators" and (root / "charts" / "sluice" / "Chart.yaml").is_file():
@@ -354,8 +355,8 @@ def source_checkout() -> Path | None:
 
 
 def package_file(*parts: str) -> Path:
-    """A file the package ships (``sluice/data/values.yaml``, ``sluice/examples/``), read with importlib.resources;
-    the same files in a source checkout and in an installed wheel."""
+    """A file the wheel ships inside the package, read with importlib.resources: ``sluice/data/values.yaml`` and
+    ``sluice/examples/``, which the build adds from ``charts/sluice/values.yaml`` and ``dags/`` (setup.py)."""
     found = resources.files("sluice").joinpath(*parts)
     if not isinstance(found, Path):  # a zipped install: Airflow and the CLI need real paths
         raise PlatformError(f"sluice's {'/'.join(parts)} is not a file on disk ({found}); install sluice unzipped")
@@ -371,21 +372,28 @@ def sluice_home() -> Path:
 
 
 def chart_values_file() -> Path:
-    """The chart's default values as the package ships them (``sluice/data/values.yaml``, a copy of
-    ``charts/sluice/values.yaml`` that ``tools/package_data.py --check`` keeps equal): laptop mode's platform."""
-    return package_file("data", "values.yaml")
+    """The chart's default values, laptop mode's platform: ``charts/sluice/values.yaml`` in a checkout, else the
+    same file as the wheel ships it (``sluice/data/values.yaml``)."""
+    checkout = source_checkout()
+    found = checkout / "charts" / "sluice" / "values.yaml" if checkout else package_file("data", "values.yaml")
+    if not found.is_file():
+        raise PlatformError(
+            f"{found} does not exist: this sluice was installed without the chart's values its build adds "
+            "(setup.py); install it from a wheel built from the repository or its sdist, or set SLUICE_PLATFORM_FILE"
+        )
+    return found
 
 
 def example_dags_folder() -> Path:
-    """The example DAGs as the package ships them (``sluice/examples/``, a copy of the checkout's ``dags/``)."""
-    return package_file("examples")
+    """The example DAGs: the checkout's ``dags/`` (the ones you edit), else the same files as the wheel ships them
+    (``sluice/examples/``)."""
+    checkout = source_checkout()
+    return checkout / "dags" if checkout else package_file("examples")
 
 
 def default_dags_folder() -> Path:
-    """The CLI's DAG folder when none is given: the checkout's ``dags/`` (the ones you edit) in a source checkout,
-    else the example DAGs the package ships."""
-    checkout = source_checkout()
-    return checkout / "dags" if checkout else example_dags_folder()
+    """The CLI's DAG folder when none is given: the example DAGs (``example_dags_folder``)."""
+    return example_dags_folder()
 
 
 def _format_error(source: Path, exc: ValidationError) -> str:

@@ -1,8 +1,8 @@
-"""The model registry and tables under the artifact root, read side (DAGs, CLI, tests).
+"""The model registry under the artifact root, read side (DAGs, ``sluice demo``).
 
-Steps write them (``sluice_steps.registry``, ``sluice_steps.tables``); both sides spell out the layout,
-as with the step contract: ``{root}/models/{name}/{version}/`` + ``{root}/models/{name}/current``, and
-``{root}/tables/{table}/…``.
+Steps write it (``sluice_steps.registry``); both sides spell out the layout, as with the step contract:
+``{root}/models/{name}/{version}/`` + ``{root}/models/{name}/current``. Which model an example trains or scores
+with is the example's choice (its DAG file names it), not the platform's.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from typing import Any
 from sluice import artifacts
 from sluice.platform import current_platform
 
-DEFAULT_MODEL = "breast-cancer-classifier"
 POINTER = "current"
-MARKER = "_VERSION.json"
 
 
 def _root(root: str | None) -> str:
@@ -26,11 +24,7 @@ def model_uri(name: str, root: str | None = None) -> str:
     return artifacts.join(_root(root), "models", name)
 
 
-def table_uri(table: str, *parts: str, root: str | None = None) -> str:
-    return artifacts.join(_root(root), "tables", table, *parts)
-
-
-def model_asset(name: str = DEFAULT_MODEL) -> Any:
+def model_asset(name: str) -> Any:
     """The Airflow asset a registration updates.
 
     Its URI names the model, not where the registry happens to live: the artifact root differs between a
@@ -50,8 +44,3 @@ def current(name: str, root: str | None = None) -> dict[str, Any] | None:
         return None
     found: dict[str, Any] = json.loads(artifacts.read_text(pointer))
     return found
-
-
-def version_metadata(name: str, version: str, root: str | None = None) -> dict[str, Any] | None:
-    marker = artifacts.join(model_uri(name, root), version, MARKER)
-    return artifacts.read_json(marker) if artifacts.exists(marker) else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from sluice import compat
 from sluice.errors import SluiceError
 from sluice.platform import Pool
 
@@ -213,6 +214,9 @@ def ensure_index(connection_url: str) -> str:
         with engine.connect() as conn:
             if conn.dialect.name != "postgresql":
                 return f"skipped: {conn.dialect.name} database (the index is for PostgreSQL)"
+            found = compat.pool_load_problem(conn)  # KEDA's query reads the same columns: say so before it polls
+            if found is not None:
+                raise IndexBuildError(f"the pool-load query and its index are not known to work here: {found}")
             conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _ADVISORY_LOCK})
             try:
                 return _ensure(conn)

@@ -14,14 +14,14 @@ from tests.chart_runtime.install import Installed, install
 from tests.support.s3 import moto_s3
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def s3_endpoint() -> Iterator[str]:
     """One S3 server for the installation (see tests.support.s3)."""
     with moto_s3() as endpoint:
         yield endpoint
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def installed(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     """The chart with its default values: the bundled PostgreSQL, Redis and statsd exporter are its own pods."""
     with install(s3_endpoint, tmp_path_factory.mktemp("chart-runtime")) as cluster:

@@ -1,7 +1,7 @@
 """Install the chart on this machine: render it with ``helm template`` and run the render's workloads.
 
 Only the kubelet is replaced (``tests.chart_runtime.kubelet``), and the Kubernetes API the KubernetesExecutor
-and the kubernetes launcher talk to is a stand-in (``tests.chart_runtime.kube_api``: none can run here) whose
+and the kubernetes launcher talk to is a mock of it (``tests.support.kube_api``: none can run here) whose
 pods the same kubelet runs. The object store is moto's S3 server (no MinIO here). Everything else is what the
 chart renders with its default values, run as is: the bundled PostgreSQL, Redis and statsd exporter too, each in
 a model of its image on this machine's binaries of the same program (``tests.chart_runtime.services``; the
@@ -34,19 +34,20 @@ from sluice.launchers.engine import Engine, EngineMissing, find_engine
 from sluice.platform import Platform, parse_platform
 
 from tests.chart.render import render_chart
-from tests.chart_runtime.kube_api import KubeApi
 from tests.chart_runtime.kubelet import (
     ContainerRun,
     Image,
     Kubelet,
     Objects,
     Pod,
+    PodError,
     container_ready,
     official_airflow_entrypoint,
     pod_ready,
     terminated,
 )
 from tests.chart_runtime.services import ServiceImages, service_images
+from tests.support.kube_api import KubeApi, ServiceAccountMissing
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
@@ -108,14 +109,14 @@ class Installed:
 def images(tmp: Path, services: ServiceImages | None = None) -> dict[str, Image]:
     """The images the chart names, modelled: the platform and step images on this virtualenv (see ``kubelet.Image``),
     the bundled services' on this machine's binaries where it has them (``services.service_images``)."""
-    from sluice.runs import write_demo_data
+    from sluice import demo as examples
 
     dags = tmp / "image-dags"  # images/airflow/Dockerfile bakes dags/; the probe DAG is a thin layer on top
     dags.mkdir()
     for source in [*sorted((REPO / "dags").glob("*.py")), *sorted((HERE / "dags").glob("*.py"))]:
         shutil.copy(source, dags / source.name)
     demo = tmp / "image-demo-data"  # images/ml-steps/Dockerfile bakes the demo sources here
-    write_demo_data(demo)
+    examples.prepare("ml_training_pipeline", examples.declared(REPO / "dags" / "ml_training_pipeline.py"), demo)
     # The virtualenv is where this machine has the images' software: a host path, never mapped into a pod.
     host = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"}
     platform_env = {
@@ -245,9 +246,16 @@ def install(s3_endpoint: str, tmp: Path) -> Iterator[Installed]:
         objects=objects,
         namespace=NAMESPACE,
     )
+
     # Each pod gets its own ServiceAccount's token (none where it is not automounted), authorized by the
     # install's RBAC: the stand-in's kubeconfig at KUBECONFIG is the harness's in-cluster credentials.
-    kubelet.credentials = lambda pod: api.credentials(NAMESPACE, pod.spec, pod.root, KUBECONFIG)
+    def credentials(pod: Pod) -> dict[str, Path]:
+        try:
+            return api.credentials(NAMESPACE, pod.spec, pod.root, KUBECONFIG)
+        except ServiceAccountMissing as exc:
+            raise PodError(str(exc)) from None
+
+    kubelet.credentials = credentials
     kubelet.on_status = lambda pod: (
         api.set_status(pod.name, pod_status(pod)) if pod.workload.startswith("Pod/") else None
     )

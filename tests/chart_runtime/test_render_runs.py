@@ -14,11 +14,11 @@ import httpx
 import psycopg2
 import pytest
 from sluice.quantity import parse_quantity
-from sluice.stack.api import AirflowApi
 
 from tests.chart_runtime.install import PLATFORM_REPO, RELEASE, Installed
 from tests.chart_runtime.keda import Sampler, triggers
 from tests.chart_runtime.memory import PeakMemory, read, task_processes, tree
+from tests.support.airflow_api import AdminApi
 from tests.support.containers import STEP_IMAGE, require_image
 
 pytestmark = pytest.mark.integration
@@ -27,9 +27,9 @@ RUN_BOUND = 900.0  # a loaded 2-core machine has taken over 600 s for the exampl
 
 
 @pytest.fixture(scope="module")
-def admin(installed: Installed) -> AirflowApi:
+def admin(installed: Installed) -> AdminApi:
     password = installed.secret(f"{RELEASE}-admin", "password")
-    return AirflowApi(installed.api_url, "admin", password)
+    return AdminApi(installed.api_url, "admin", password)
 
 
 @dataclass
@@ -50,7 +50,7 @@ def _default_workers(installed: Installed) -> list[int]:
     return [run.proc.pid for pod in pods for run in pod.containers if run.proc is not None and run.exit_code is None]
 
 
-def _run(installed: Installed, admin: AirflowApi, dag_id: str) -> Run:
+def _run(installed: Installed, admin: AdminApi, dag_id: str) -> Run:
     admin.wait_for_dag(dag_id, timeout=180)
     admin.unpause(dag_id)
     memory = PeakMemory(lambda: _default_workers(installed), busy=task_processes)
@@ -65,13 +65,13 @@ def _run(installed: Installed, admin: AirflowApi, dag_id: str) -> Run:
 
 
 @pytest.fixture(scope="module")
-def pipeline(installed: Installed, admin: AirflowApi) -> Run:
+def pipeline(installed: Installed, admin: AdminApi) -> Run:
     """The example ML pipeline, triggered through the REST API, KEDA's queries sampled while it runs."""
     return _run(installed, admin, "ml_training_pipeline")
 
 
 @pytest.fixture(scope="module")
-def burst(installed: Installed, admin: AirflowApi, pipeline: Run) -> Run:
+def burst(installed: Installed, admin: AdminApi, pipeline: Run) -> Run:
     """48 tasks at once on the default pool (more than stock parallelism), one on each other queue."""
     return _run(installed, admin, "smoke_burst")
 
@@ -154,7 +154,7 @@ def test_each_worker_consumes_exactly_its_pools_queues(installed: Installed, pro
 
 
 # ---- logging in ------------------------------------------------------------------------------------------
-def test_the_admin_secret_logs_in_and_lists_dags(installed: Installed, admin: AirflowApi, prove) -> None:
+def test_the_admin_secret_logs_in_and_lists_dags(installed: Installed, admin: AdminApi, prove) -> None:
     dags = admin._call("GET", "/dags")
     assert dags["total_entries"] >= 1
     prove(f"token from /auth/token with the {RELEASE}-admin Secret; /api/v2/dags lists {dags['total_entries']} DAGs")

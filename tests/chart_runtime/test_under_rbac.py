@@ -1,5 +1,6 @@
 """The install under Kubernetes RBAC: every API request of every pod is authorized by the rendered ServiceAccounts,
-Roles and RoleBindings (see kube_api.py), each pod with its own ServiceAccount's token or none.
+Roles and RoleBindings (the mock of the Kubernetes API, tests/support/kube_api.py: no cluster can run here), each
+pod with its own ServiceAccount's token or none.
 
 Mutations are made as ``kubectl apply`` makes them: the Role or RoleBinding is edited in the install's objects,
 and the API stand-in's next decision reads it. Each mutation is undone before its test ends, and proven undone.
@@ -26,8 +27,8 @@ from sluice.stack.api import AirflowApi
 
 from tests.chart.render import render_chart
 from tests.chart_runtime.install import KUBECONFIG, NAMESPACE, RELEASE, Installed
-from tests.chart_runtime.kube_api import KubeApi, Refusal, request_info
-from tests.chart_runtime.kubelet import Objects, Pod, PodError
+from tests.chart_runtime.kubelet import Objects, Pod
+from tests.support.kube_api import KubeApi, Refusal, ServiceAccountMissing, request_info
 
 RUN_BOUND = 300.0
 LOG_BOUND = 180.0  # seconds for a KubernetesExecutor pod to start and print, on a loaded 2-core machine
@@ -200,7 +201,7 @@ def test_an_account_that_does_not_automount_gets_no_token_from_the_kubelet(tmp_p
         opted_in = {**spec, "automountServiceAccountToken": True}
         assert api.credentials(NAMESPACE, opted_in, tmp_path / "pod", KUBECONFIG).keys() == {KUBECONFIG}
         ghost = {**spec, "serviceAccountName": "nobody"}
-        with pytest.raises(PodError, match='serviceaccount "nobody" not found'):
+        with pytest.raises(ServiceAccountMissing, match='serviceaccount "nobody" not found'):
             api.credentials(NAMESPACE, ghost, tmp_path / "ghost", KUBECONFIG)
     finally:
         api.shutdown()

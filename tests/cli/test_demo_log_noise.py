@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sluice import runs
@@ -30,12 +31,12 @@ def test_the_embedded_demo_drops_airflows_waiting_line_and_only_while_it_runs(
     kept = Kept()
     logger.addHandler(kept)
 
-    def run_dag(dag_id: str, folder: Path, conf: dict[str, object] | None = None) -> runs.RunOutcome:
+    def run_loaded(dag: Any, conf: dict[str, object] | None = None) -> runs.RunOutcome:
         logger.warning("No tasks to run. unrunnable tasks: %s", {"<TaskInstance: champion up_for_retry>"})
         logger.warning("Marking run failed")
-        return runs.RunOutcome(dag_id, "manual__probe", "success")
+        return runs.RunOutcome(dag.dag_id, "manual__probe", "success")
 
-    monkeypatch.setattr(runs, "run_dag", run_dag)
+    monkeypatch.setattr(runs, "run_loaded", run_loaded)
     try:
         result = CliRunner().invoke(app, ["demo", "ml_training_pipeline", "--dags-folder", str(dags_folder)])
         assert result.exit_code == 0, result.output

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from airflow.sdk import DAG, TriggerRule, task
 from sluice.operators import MLStepOperator
-from sluice.runs import run_dag, run_dag_object
+from sluice.runs import run_dag
+
+from tests.support.runs import run_dag_object
 
 REPO = Path(__file__).resolve().parents[2]
 OK = [sys.executable, str(REPO / "tests" / "operators" / "steps" / "contract_step.py"), "ok"]

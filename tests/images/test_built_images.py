@@ -21,6 +21,7 @@ from tools.images import SOURCE, git_revision
 pytestmark = [pytest.mark.slow, pytest.mark.integration]  # containers started from real images, a few s each
 
 REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "operators" / "sluice" / "step_specs" / "ml-steps.json"  # what `make step-specs` writes
 
 
 def run(
@@ -85,6 +86,24 @@ def test_step_cli_answers_offline_on_a_read_only_root(steps: Engine) -> None:
     assert "usage: sluice-step" in done.stderr + done.stdout
     assert re.search(r"\btrain\b", done.stderr + done.stdout)
     assert "Traceback" not in done.stderr
+
+
+def test_step_image_describes_the_specs_the_platform_ships(steps: Engine) -> None:
+    """DAGs are checked at import against the specs the sluice package ships (``sluice/step_specs/ml-steps.json``);
+    the pods run the built image. tests/steps compares that JSON with the step sources; this compares it with what
+    the image says, so an image built from other (stale or newer) step sources than the JSON fails here."""
+    done = run(steps, STEP_IMAGE, "--describe", entrypoint="sluice-step", flags=("--read-only",))
+    assert done.returncode == 0, done.stderr[-2000:]
+    shipped = SHIPPED.read_text()
+    if done.stdout != shipped:
+        image, package = json.loads(done.stdout)["steps"], json.loads(shipped)["steps"]
+        differ = sorted(name for name in image.keys() | package.keys() if image.get(name) != package.get(name))
+        pytest.fail(
+            f"{STEP_IMAGE}'s `sluice-step --describe` differs from {SHIPPED.relative_to(REPO)} (steps: "
+            f"{', '.join(differ) or 'none; the text differs'}): rebuild the image (`make images`) or regenerate "
+            "the JSON from the step sources (`make step-specs`)",
+            pytrace=False,
+        )
 
 
 def test_step_image_has_no_airflow(steps: Engine) -> None:

@@ -16,7 +16,8 @@ import pytest
 from airflow.sdk import DAG
 from sluice import artifacts
 from sluice.operators import MLStepOperator
-from sluice.runs import run_dag_object
+
+from tests.support.runs import run_dag_object
 
 pytestmark = pytest.mark.integration
 BUCKET = "sluice-artifacts"

@@ -1,8 +1,10 @@
-"""The Kubernetes launcher end to end through real Airflow runs, against a stub API server.
+"""The Kubernetes launcher end to end through real Airflow runs, against a mock of the Kubernetes API.
 
-No Kubernetes API can run here, so ``kube_stub.KubeStub`` stands in for it (said so here, as the
-standards ask); it also plays the kubelet for the success case by writing the step's outputs. The kind
-suite runs the same path against a real cluster.
+No Kubernetes API can run here, so tests/support/kube_api.py mocks it (said so here, as the standards ask): the
+same fake API server the chart runtime uses, authorizing each request by RBAC (here: the worker's ServiceAccount and
+the pod launcher's Role). Its kubelet is scripted (tests/launchers/scripted_kubelet.py): each test names the pods'
+status, and for the success case it writes the step's outputs. The kind suite runs the same path against a real
+cluster.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from sluice.launchers.kubernetes import KubernetesLauncher
 from sluice.launchers.kubernetes import labels as launcher_labels
 from sluice.operators import MLStepOperator
 from sluice.platform import current_platform
-from sluice.runs import run_dag_object
 
-from tests.launchers.kube_stub import KubeStub
+from tests.launchers.scripted_kubelet import NAMESPACE, POD_VERBS, WORKER, ScriptedKubelet, worker_rbac
+from tests.support.kube_api import KubeApi, Manifests
+from tests.support.runs import run_dag_object
 
 _ids = itertools.count()
 LOG = logging.getLogger("test.kubernetes_launcher")
@@ -35,23 +38,34 @@ LOG = logging.getLogger("test.kubernetes_launcher")
 
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory: pytest.TempPathFactory):
-    """One stub API server per module, named through Airflow's ``kubernetes_default`` connection (the
-    kubernetes client reads ``KUBECONFIG`` once, at import, so the env var cannot point at a new stub)."""
-    server = KubeStub("succeeded")
-    kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube"))
+    """One mock API server per module, named through Airflow's ``kubernetes_default`` connection (the
+    kubernetes client reads ``KUBECONFIG`` once, at import, so the env var cannot point at a new server); the
+    worker talks to it with its own ServiceAccount's token, as the chart mounts it."""
+    kubelet = ScriptedKubelet()
+    rbac = worker_rbac()
+    server = KubeApi(kubelet.on_create, kubelet.on_delete, kubelet.logs, objects=Manifests(rbac), namespace=NAMESPACE)
+    kubelet.attach(server)
+    token = server.token_for(NAMESPACE, WORKER)
+    kubeconfig = server.kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig", NAMESPACE, token)
     connection = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig), "namespace": "ml"}}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(connection))
-        yield server
+        yield kubelet
     server.shutdown()
+    assert server.errors == [], server.errors[0]
 
 
 @pytest.fixture
-def cluster(stub: KubeStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Path, request):
+def cluster(stub: ScriptedKubelet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Path, request):
+    """The mock API, emptied, with the scenario the test names; ``forbidden``: the pod launcher's Role lets the
+    worker do everything with pods but create them (RBAC refuses it, as a cluster does)."""
+    api = stub.api
+    api.clear()
     stub.scenario = request.param
-    stub.pods.clear()
-    stub.requests.clear()
-    stub.created.clear()
+    stub.left_running.clear()
+    role = next(doc for doc in api.objects.of_kind("Role") if doc["metadata"]["name"] == "sluice-pod-launcher")
+    verbs = [v for v in POD_VERBS if v != "create"] if request.param == "forbidden" else list(POD_VERBS)
+    role["rules"][0]["verbs"] = verbs
     platform = tmp_path / "platform.yaml"
     platform.write_text(
         json.dumps(
@@ -99,18 +113,18 @@ def one_step_dag() -> DAG:
 
 
 @pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
-def test_step_runs_as_a_pod_and_its_result_comes_back_through_the_store(cluster: KubeStub) -> None:
+def test_step_runs_as_a_pod_and_its_result_comes_back_through_the_store(cluster: ScriptedKubelet) -> None:
     outcome = run_dag_object(one_step_dag())
     assert outcome.task("train").state == "success"
     assert outcome.task("train").metrics == {"ran_in": "pod"}
-    pod = cluster.created[0]
+    pod = cluster.api.created[0]
     assert pod["spec"]["containers"][0]["image"] == "reg/ml-steps:9.9"
     assert pod["spec"]["containers"][0]["command"] == ["sluice-step"] and pod["spec"]["containers"][0]["args"] == [
         "train"
     ]
     assert pod["metadata"]["labels"]["task_id"] == "train" and pod["metadata"]["labels"]["try_number"] == "1"
     assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "sluice"
-    assert any(path.endswith(pod["metadata"]["name"]) for path in cluster.calls("DELETE")), "succeeded pod deleted"
+    assert any(path.endswith(pod["metadata"]["name"]) for path in cluster.api.calls("DELETE")), "succeeded pod deleted"
 
 
 def with_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **step_image: str) -> None:
@@ -125,14 +139,14 @@ def with_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **step_image: st
 
 @pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
 def test_a_step_on_a_mutable_tag_is_not_cached_and_its_log_says_why(
-    cluster: KubeStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    cluster: ScriptedKubelet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     with_cache(tmp_path, monkeypatch)
     dag = one_step_dag()
     first = run_dag_object(dag)
     again = run_dag_object(dag)
     assert [first.task("train").cache_state, again.task("train").cache_state] == ["off", "off"]
-    assert len(cluster.created) == 2, "each run ran its pod"
+    assert len(cluster.api.created) == 2, "each run ran its pod"
     assert "cache off: image reg/ml-steps:9.9 is a mutable tag; pin a digest or set cache_version" in "".join(
         capfd.readouterr()
     )
@@ -140,7 +154,7 @@ def test_a_step_on_a_mutable_tag_is_not_cached_and_its_log_says_why(
 
 @pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
 def test_a_step_on_a_digest_pinned_image_is_served_from_the_cache_without_a_pod(
-    cluster: KubeStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: ScriptedKubelet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     digest = "sha256:" + "9e" * 32
     with_cache(tmp_path, monkeypatch, digest=digest)
@@ -148,7 +162,7 @@ def test_a_step_on_a_digest_pinned_image_is_served_from_the_cache_without_a_pod(
     first = run_dag_object(dag)
     again = run_dag_object(dag)
     assert [first.task("train").cache_state, again.task("train").cache_state] == ["miss", "hit"]
-    assert [pod["spec"]["containers"][0]["image"] for pod in cluster.created] == [f"reg/ml-steps:9.9@{digest}"]
+    assert [pod["spec"]["containers"][0]["image"] for pod in cluster.api.created] == [f"reg/ml-steps:9.9@{digest}"]
 
 
 def launch(step_id: str = "train", try_number: int = 1) -> tuple[KubernetesLauncher, StepRun, dict]:
@@ -181,7 +195,7 @@ def launch(step_id: str = "train", try_number: int = 1) -> tuple[KubernetesLaunc
 
 @pytest.mark.slow  # waits out the provider's start-up timeout
 @pytest.mark.parametrize("cluster", ["unschedulable"], indirect=True)
-def test_pod_stuck_pending_fails_with_the_scheduler_reason(cluster: KubeStub) -> None:
+def test_pod_stuck_pending_fails_with_the_scheduler_reason(cluster: ScriptedKubelet) -> None:
     launcher, step, context = launch()
     result = launcher.run(step, LOG, context)
     assert result.failure is FailureKind.START
@@ -190,7 +204,7 @@ def test_pod_stuck_pending_fails_with_the_scheduler_reason(cluster: KubeStub) ->
 
 
 @pytest.mark.parametrize("cluster", ["image-pull"], indirect=True)
-def test_image_pull_backoff_fails_fast_naming_the_image(cluster: KubeStub) -> None:
+def test_image_pull_backoff_fails_fast_naming_the_image(cluster: ScriptedKubelet) -> None:
     launcher, step, context = launch()
     result = launcher.run(step, LOG, context)
     assert result.failure is FailureKind.IMAGE_MISSING and result.failure.permanent
@@ -198,7 +212,7 @@ def test_image_pull_backoff_fails_fast_naming_the_image(cluster: KubeStub) -> No
 
 
 @pytest.mark.parametrize("cluster", ["forbidden"], indirect=True)
-def test_a_pod_the_api_refuses_fails_with_the_apis_own_reason(cluster: KubeStub) -> None:
+def test_a_pod_the_api_refuses_fails_with_the_apis_own_reason(cluster: ScriptedKubelet) -> None:
     """The client's exception says only "(403)": the task's error carries the Status message (who may not do what)."""
     launcher, step, context = launch()
     result = launcher.run(step, LOG, context)
@@ -210,17 +224,17 @@ def test_a_pod_the_api_refuses_fails_with_the_apis_own_reason(cluster: KubeStub)
 
 
 @pytest.mark.parametrize("cluster", ["failed"], indirect=True)
-def test_failed_pod_is_kept_for_debugging_under_delete_succeeded_pod(cluster: KubeStub) -> None:
+def test_failed_pod_is_kept_for_debugging_under_delete_succeeded_pod(cluster: ScriptedKubelet) -> None:
     launcher, step, context = launch()
     result = launcher.run(step, LOG, context)
     assert result.failure is FailureKind.EXIT and "step pod for train failed" in result.message
-    name = cluster.created[0]["metadata"]["name"]
-    assert not [p for p in cluster.calls("DELETE") if p.endswith(name)]
-    assert cluster.pods[name]["metadata"]["labels"]["already_checked"] == "True"
+    name = cluster.api.created[0]["metadata"]["name"]
+    assert not [p for p in cluster.api.calls("DELETE") if p.endswith(name)]
+    assert cluster.api.pods[name]["metadata"]["labels"]["already_checked"] == "True"
 
 
 @pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
-def test_a_retry_reattaches_to_the_pod_a_lost_worker_left_instead_of_creating_another(cluster: KubeStub) -> None:
+def test_a_retry_reattaches_to_the_pod_a_lost_worker_left_instead_of_creating_another(cluster: ScriptedKubelet) -> None:
     launcher, step, context = launch(try_number=2)
     orphan_labels = {
         **launcher_labels(step),
@@ -230,14 +244,17 @@ def test_a_retry_reattaches_to_the_pod_a_lost_worker_left_instead_of_creating_an
         "try_number": "1",
         "kubernetes_pod_operator": "True",
     }
-    cluster.add_pod("left-by-try-1", orphan_labels, running_reads=3)
+    cluster.left_running.add("left-by-try-1")  # running until its log is read, then the scenario's end
+    pod = {"metadata": {"name": "left-by-try-1", "labels": orphan_labels}, "spec": {"containers": [{"name": "base"}]}}
+    cluster.api.create("ml", pod)
+    cluster.api.created.clear()
     launcher.run(step, LOG, context)
-    assert cluster.created == [], "no second pod"
-    assert "/api/v1/namespaces/ml/pods/left-by-try-1" in cluster.calls("DELETE")
+    assert cluster.api.created == [], "no second pod"
+    assert "/api/v1/namespaces/ml/pods/left-by-try-1" in cluster.api.calls("DELETE")
 
 
 @pytest.mark.parametrize("cluster", ["running"], indirect=True)
-def test_killing_the_task_deletes_its_pod(cluster: KubeStub) -> None:
+def test_killing_the_task_deletes_its_pod(cluster: ScriptedKubelet) -> None:
     launcher, step, context = launch()
     results: list[LaunchResult] = []
 
@@ -247,20 +264,20 @@ def test_killing_the_task_deletes_its_pod(cluster: KubeStub) -> None:
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     deadline = time.monotonic() + 60
-    while not cluster.created and time.monotonic() < deadline:
+    while not cluster.api.created and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert cluster.created, "the pod was never created"
+    assert cluster.api.created, "the pod was never created"
     launcher.on_kill()
     worker.join(timeout=60)
-    name = cluster.created[0]["metadata"]["name"]
-    assert f"/api/v1/namespaces/ml/pods/{name}" in cluster.calls("DELETE")
+    name = cluster.api.created[0]["metadata"]["name"]
+    assert f"/api/v1/namespaces/ml/pods/{name}" in cluster.api.calls("DELETE")
     assert results and results[0].failure is FailureKind.KILLED
     assert "was deleted because the task was killed" in results[0].message
 
 
 @pytest.mark.deferrable
 @pytest.mark.parametrize("cluster", ["running"], indirect=True)
-def test_deferrable_launch_hands_the_pod_to_the_triggerer(cluster: KubeStub) -> None:
+def test_deferrable_launch_hands_the_pod_to_the_triggerer(cluster: ScriptedKubelet) -> None:
     from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
     from airflow.sdk.exceptions import TaskDeferred
 
@@ -269,12 +286,12 @@ def test_deferrable_launch_hands_the_pod_to_the_triggerer(cluster: KubeStub) -> 
         launcher.run(step, LOG, context)
     assert deferred.value.method_name == "trigger_reentry"
     assert isinstance(deferred.value.trigger, KubernetesPodTrigger)
-    assert deferred.value.trigger.pod_name == cluster.created[0]["metadata"]["name"]
+    assert deferred.value.trigger.pod_name == cluster.api.created[0]["metadata"]["name"]
 
 
 @pytest.mark.deferrable
 @pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
-def test_resumed_step_reads_its_result_and_publishes_outputs(cluster: KubeStub, tmp_path: Path) -> None:
+def test_resumed_step_reads_its_result_and_publishes_outputs(cluster: ScriptedKubelet, tmp_path: Path) -> None:
     """What the task runner does after the trigger fires: call the task's trigger_reentry with the event."""
     from airflow.sdk.exceptions import TaskDeferred
 
@@ -296,18 +313,18 @@ def test_resumed_step_reads_its_result_and_publishes_outputs(cluster: KubeStub, 
     result = task.trigger_reentry(context, {"status": "success", "name": pod, "namespace": "ml", "message": ""})
     assert result["metrics"] == {"ran_in": "pod"}
     assert pushed["model"].endswith("/train/model.joblib")
-    assert f"/api/v1/namespaces/ml/pods/{pod}" in cluster.calls("DELETE")
+    assert f"/api/v1/namespaces/ml/pods/{pod}" in cluster.api.calls("DELETE")
 
 
 @pytest.mark.parametrize("cluster", ["succeeded"], indirect=True)
 def test_a_worker_without_api_credentials_fails_before_any_pod_saying_so(
-    cluster: KubeStub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    cluster: ScriptedKubelet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A worker whose ServiceAccount mounts no token has no credentials: no request is made, and the task says why."""
     missing = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(tmp_path / "no-token"), "namespace": "ml"}}
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(missing))
     launcher, step, context = launch()
     result = launcher.run(step, LOG, context)
-    assert result.failure is FailureKind.START and cluster.created == []
+    assert result.failure is FailureKind.START and cluster.api.created == []
     assert result.message.startswith("step pod for train not run: no Kubernetes API credentials (")
     assert result.message.endswith("); does the ServiceAccount mount its token?")

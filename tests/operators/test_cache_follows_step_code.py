@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from airflow.sdk import DAG
 from sluice.operators import MLStepOperator
-from sluice.runs import RunOutcome, run_dag_object
+from sluice.runs import RunOutcome
+
+from tests.support.runs import run_dag_object
 
 pytestmark = pytest.mark.slow  # three DAG runs through Airflow
 

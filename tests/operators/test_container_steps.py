@@ -12,9 +12,9 @@ import pytest
 from airflow.sdk import DAG
 from sluice.operators import MLStepOperator
 from sluice.platform import current_platform
-from sluice.runs import run_dag_object
 
 from tests.support.containers import INLINE_STEP, require_image
+from tests.support.runs import run_dag_object
 
 pytestmark = pytest.mark.slow
 _ids = itertools.count()

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from airflow.sdk import DAG
 from sluice.operators import MLStepOperator
-from sluice.runs import run_dag_object
 from sluice_steps import synth
+
+from tests.support.runs import run_dag_object
 
 # 1 M rows (~170 MB of Parquet): the streaming ingest peaks at ~250 MB whatever the shard's size; reading it
 # all into pandas peaks at ~580 MB.

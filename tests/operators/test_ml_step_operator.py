@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from airflow.sdk import DAG
 from sluice.operators import MLStepOperator
-from sluice.runs import run_dag_object
+
+from tests.support.runs import run_dag_object
 
 STEP = [sys.executable, str(Path(__file__).parent / "steps" / "contract_step.py")]
 _ids = itertools.count()

@@ -17,7 +17,8 @@ from sluice import SluiceError
 from sluice.contract import StepContractError
 from sluice.launchers import FailureKind, StepFailed
 from sluice.operators import MLStepOperator, PermanentStepRunError, StepRunError
-from sluice.runs import run_dag_object
+
+from tests.support.runs import run_dag_object
 
 STEP = [sys.executable, str(Path(__file__).parent / "steps" / "contract_step.py")]
 _ids = itertools.count()

@@ -3,7 +3,9 @@
 the packages and nothing of the test harness.
 
 The wheels (sluice, and sluice-steps: the local launcher runs ``sluice-step`` from the same environment) are
-built from a copy of their sources, so the build writes nothing into the checkout; they are installed with
+built from a copy of their sources, so the build writes nothing into the checkout; sluice's as `python -m build`
+makes it, through its sdist (the wheel built from the unpacked sdist), which proves the sdist carries what the wheel
+adds from outside the package (setup.py: the chart's values.yaml and the example DAGs). They are installed with
 their dependencies into a fresh virtualenv under a temporary directory, pinned by requirements/lock.txt as in
 ``make setup``.
 """
@@ -24,13 +26,27 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
-# Each distribution: where its pyproject.toml is, and what else its build needs.
+# Each distribution: where its pyproject.toml is, what else its build needs, and whether it is built through its
+# sdist (uv build with neither --sdist nor --wheel: the sdist, then the wheel from it).
 SOURCES = {
-    "sluice": (REPO, ("pyproject.toml", "README.md", "operators")),
-    "sluice-steps": (REPO / "images" / "ml-steps", ("pyproject.toml", "sluice_steps")),
+    "sluice": (
+        REPO,
+        ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "operators", "dags", "charts/sluice/values.yaml"),
+        True,
+    ),
+    "sluice-steps": (REPO / "images" / "ml-steps", ("pyproject.toml", "sluice_steps"), False),
 }
+
 PACKAGES = {"sluice", "sluice_steps"}
 HARNESS = ("tests", "conftest.py", "pytest")  # path parts that would mean the test harness shipped
+
+
+def shipped(source: Path) -> dict[str, Path]:
+    """What setup.py adds to the sluice wheel from outside the package: its path in the wheel → the original (in
+    the copy the wheel was built from: dags/ may change while the test runs)."""
+    return {"sluice/data/values.yaml": source / "charts" / "sluice" / "values.yaml"} | {
+        f"sluice/examples/{dag.name}": dag for dag in sorted((source / "dags").glob("*.py"))
+    }
 
 
 def _uv() -> str:
@@ -53,16 +69,17 @@ def _run(
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     uv, work = _uv(), tmp_path_factory.mktemp("wheels")
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    for name, (root, parts) in SOURCES.items():
+    for name, (root, parts, through_sdist) in SOURCES.items():
         source = work / "src" / name
         for part in parts:
             if (root / part).is_dir():
                 shutil.copytree(root / part, source / part, ignore=ignore)
             else:
-                source.mkdir(parents=True, exist_ok=True)
+                (source / part).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / part, source / part)
         # The build backend is the one `make setup` installed (setuptools): no download, no isolated environment.
-        _run(uv, "build", "-q", "--wheel", "--no-build-isolation", "--python", sys.executable, "-o", work, source)
+        kinds = () if through_sdist else ("--wheel",)
+        _run(uv, "build", "-q", *kinds, "--no-build-isolation", "--python", sys.executable, "-o", work, source)
     built = sorted(work.glob("*.whl"))
     assert len(built) == 2, built
     return built
@@ -102,11 +119,28 @@ def test_the_wheels_hold_the_packages_their_data_and_no_test_harness(venv: Path,
         assert tops <= PACKAGES, f"{wheel.name} ships {sorted(tops - PACKAGES)}"
         harness = [name for name in names if any(part.startswith(HARNESS) for part in name.split("/"))]
         assert harness == [], f"{wheel.name} ships test files: {harness}"
-    sluice = next(zipfile.ZipFile(w).namelist() for w in wheels if w.name.startswith("sluice-0"))
-    assert "sluice/data/values.yaml" in sluice
-    assert sorted(n for n in sluice if n.startswith("sluice/examples/")) == sorted(
-        f"sluice/examples/{p.name}" for p in (REPO / "dags").glob("*.py")
-    )
+
+
+def test_the_sdist_carries_the_originals_and_the_wheel_them_byte_for_byte(wheels: list[Path]) -> None:
+    """One source each (setup.py): the sdist holds charts/sluice/values.yaml and dags/*.py as they are in the
+    repository, and the wheel built from that sdist holds exactly those bytes under sluice/data and sluice/examples."""
+    import tarfile
+    import zipfile
+
+    source = wheels[0].parent / "src" / "sluice"
+    expected = shipped(source)
+    assert len(expected) > 1, "no example DAG was built from"
+    (sdist,) = wheels[0].parent.glob("sluice-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        for original in expected.values():
+            member = tar.extractfile(f"{top}/{original.relative_to(source).as_posix()}")
+            assert member is not None and member.read() == original.read_bytes(), original
+    wheel = zipfile.ZipFile(next(w for w in wheels if w.name.startswith("sluice-0")))
+    added = {n for n in wheel.namelist() if n.startswith(("sluice/data/", "sluice/examples/"))}
+    assert added == set(expected)
+    for name, original in expected.items():
+        assert wheel.read(name) == original.read_bytes(), f"{name} differs from {original.relative_to(source)}"
 
 
 def test_sluice_check_on_a_copy_of_the_dags(user: tuple[dict[str, str], Path]) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sluice.runs import RunOutcome, run_dag, set_paused
+from sluice.runs import RunOutcome, run_dag
+
+from tests.support.runs import set_paused
 
 SMALL_GRID = [
     {"algorithm": "logistic_regression", "hyperparams": {"C": 1.0}},

@@ -1,7 +1,7 @@
 """batch_scoring and daily_features through real Airflow runs on SQLite, steps as local processes.
 
 Runs are created by Airflow's own code (the scheduler's run creation for the timer and for asset events,
-``_create_backfill`` behind ``airflow backfill create``) and executed in-process (``sluice.runs.run_existing``).
+``_create_backfill`` behind ``airflow backfill create``) and executed in-process (``tests.support.runs.run_existing``).
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sluice import registry
-from sluice.runs import RunOutcome, backfill, create_due_runs, run_dag, run_existing
+from sluice.runs import RunOutcome, run_dag
+
+from tests.support.registry import example_model, table_uri
+from tests.support.runs import backfill, create_due_runs, run_existing
 
 pytestmark = pytest.mark.slow  # whole pipeline runs through Airflow (10-40 s each)
 
 
 def partition(interval: str) -> Path:
-    return Path(registry.table_uri("scores", registry.DEFAULT_MODEL, f"interval={interval}"))
+    return Path(table_uri("scores", example_model(), f"interval={interval}"))
 
 
 def read_partition(folder: Path) -> pd.DataFrame:
@@ -75,7 +77,7 @@ def test_backfill_over_three_days_writes_three_partitions_once(airflow_db, demo_
     )
     assert [o.run_id for o in outcomes] == [f"backfill__2026-02-0{d}T00:00:00+00:00" for d in (1, 2, 3)]
     assert all(o.succeeded for o in outcomes)
-    table = Path(registry.table_uri("features"))
+    table = Path(table_uri("features"))
     days = ["ds=2026-02-01", "ds=2026-02-02", "ds=2026-02-03"]
     assert sorted(p.name for p in table.iterdir()) == days
     frames = {day: pd.read_parquet(table / day / "features.parquet") for day in days}

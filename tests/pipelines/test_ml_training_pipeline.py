@@ -12,6 +12,7 @@ from sluice import registry
 from sluice.runs import RunOutcome, run_dag
 
 from tests.pipelines.conftest import BROKEN_CANDIDATE, SMALL_GRID
+from tests.support.registry import example_model, version_metadata
 
 pytestmark = pytest.mark.slow  # whole pipeline runs through Airflow (10-40 s each)
 
@@ -74,10 +75,10 @@ def test_publish_registers_a_complete_version_and_points_current_at_it(first_run
     registration = json.loads(Path(first_run.task("publish").outputs["registration"]).read_text())
     assert registration["registered"] is True
     version = registration["version"]
-    current = registry.current(registry.DEFAULT_MODEL)
+    current = registry.current(example_model())
     assert current is not None and current["version"] == version
     folder = Path(registration["uri"])
-    meta = registry.version_metadata(registry.DEFAULT_MODEL, version)
+    meta = version_metadata(example_model(), version)
     assert meta is not None and meta["champion"] == first_run.task("champion").metrics["champion"]
     for name in ("model.joblib", "transformer.joblib", "MODEL_CARD.md", "roc.png", "metrics.json"):
         assert (folder / name).is_file(), name
@@ -105,13 +106,13 @@ def test_rerun_with_nothing_changed_is_served_from_the_cache_and_registers_nothi
 
 
 def test_failed_quality_gate_stops_publish(first_run: RunOutcome, dags_folder: Path) -> None:
-    before = registry.current(registry.DEFAULT_MODEL)
+    before = registry.current(example_model())
     gated = run_dag("ml_training_pipeline", dags_folder, {"grid": SMALL_GRID, "min_roc_auc": 0.99999})
     states = {t.task_id: t.state for t in gated.tasks if t.map_index < 0}
     assert states["evaluate"] == "failed"
     assert states["publish"] == "upstream_failed"
     assert gated.state == "failed"
-    assert registry.current(registry.DEFAULT_MODEL) == before
+    assert registry.current(example_model()) == before
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -134,7 +135,7 @@ def test_versions_are_never_overwritten_and_current_flips_only_to_complete_ones(
                 if not isinstance(exc, FileNotFoundError):
                     seen.append({"torn": True})
                 continue
-            meta = registry.version_metadata(name, pointer["version"])
+            meta = version_metadata(name, pointer["version"])
             complete = meta is not None and all((base / pointer["version"] / f).is_file() for f in meta["files"])
             seen.append({"version": pointer["version"], "complete": complete})
 

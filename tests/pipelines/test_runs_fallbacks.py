@@ -1,5 +1,6 @@
-"""sluice.runs on an Airflow without the private functions it uses in-process (sluice.compat): a backfill is
-created through Airflow's own CLI instead, with one warning saying why."""
+"""The harness's runs (tests/support/runs.py) on an Airflow without the private functions they use in-process
+(tests/support/airflow_private.py): a backfill is created through Airflow's own CLI instead, with one warning
+saying why."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sluice import runs
+
+from tests.support import runs
 
 
 def test_without_create_backfill_the_backfill_is_created_by_airflows_cli(

@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
@@ -103,4 +104,18 @@ def fresh_database(server: dict[str, object], prefix: str = "sluice_test") -> It
     finally:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def drop_database(url: str) -> None:
+    """Remove the database a SQLAlchemy URL names (a stack's metadata DB: the benches clean up after themselves)."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = urlunsplit(parts._replace(scheme=parts.scheme.split("+")[0], path="/postgres"))
+    admin = psycopg2.connect(admin_url, connect_timeout=5)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
         admin.close()

@@ -241,3 +241,15 @@ def scan(roots: Iterable[Path], relative_to: Path, allowed: Iterable[Path] = ())
         scanner.visit(tree)
         uses += scanner.uses
     return sorted(uses)
+
+
+def absolute_imports(root: Path) -> list[tuple[Path, int, str]]:
+    """Every absolute import under ``root``: (file, line, module), for guards on what shipped code may import."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found += [(path, node.lineno, alias.name) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.append((path, node.lineno, node.module or ""))
+    return found

@@ -4,7 +4,6 @@ an enum, and no private module or attribute of Airflow, a provider or Celery is 
 
 from __future__ import annotations
 
-import ast
 import importlib
 import logging
 import re
@@ -16,11 +15,15 @@ import pytest
 from sluice import compat
 from sluice.compat import Feature
 
+from tests.support import airflow_private
+from tests.support.symbols import owner
 from tests.unit import private_use
 
 PACKAGE = Path(compat.__file__).parent
 REPO = PACKAGE.parents[1]
-SCANNED = [PACKAGE, REPO / "dags", REPO / "images" / "ml-steps"]
+# The test harness's helpers too: tests/support/airflow_private.py is their one place for private symbols.
+SCANNED = [PACKAGE, REPO / "dags", REPO / "images" / "ml-steps", REPO / "tests" / "support"]
+ALLOWED = [PACKAGE / "compat.py", REPO / "tests" / "support" / "airflow_private.py"]
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +31,13 @@ def _fresh_warnings() -> Iterator[None]:
     compat._warned.clear()
     yield
     compat._warned.clear()
+
+
+@pytest.fixture
+def airflow_logging() -> None:
+    """Airflow configures logging when first imported, dropping the handlers on the root logger: import it while
+    the test is set up, before caplog's handler for the test's call is attached (else a test run alone sees no log)."""
+    importlib.import_module("airflow.providers.cncf.kubernetes.operators.pod")
 
 
 def pretend(monkeypatch: pytest.MonkeyPatch, **versions: str) -> None:
@@ -54,9 +64,6 @@ REMOVALS = [
     ("airflow.sdk.execution_time.context", "_async_get_connection", Feature.DAG_CACHE),
     ("airflow.sdk.definitions.context", "_AIRFLOW_PARSING_CONTEXT_DAG_ID", Feature.DAG_CACHE),
     ("airflow.providers.celery.executors.celery_executor_utils", "execute_workload", Feature.DAG_CACHE),
-    ("airflow.models.backfill", "_create_backfill", Feature.RUNS_BACKFILL),
-    ("airflow.jobs.scheduler_job_runner:SchedulerJobRunner", "_create_dagruns_for_dags", Feature.RUNS_CREATE_DUE_RUNS),
-    ("airflow.models.dagrun", "get_or_create_dagrun", Feature.RUNS_RUN_EXISTING),
     ("airflow.sdk.definitions._internal.expandinput:DictOfListsExpandInput", "value", Feature.POLICY_MAPPED_CHECKS),
     (
         "airflow.providers.cncf.kubernetes.operators.pod:KubernetesPodOperator",
@@ -65,27 +72,50 @@ REMOVALS = [
     ),
     ("airflow.providers.cncf.kubernetes.utils.pod_manager:PodManager", "read_pod", Feature.KUBERNETES_READ_POD),
     ("airflow.models.log:Log", "__tablename__", Feature.STATUS_TABLES),
+    (
+        "airflow.providers.cncf.kubernetes.operators.pod:KubernetesPodOperator",
+        "trigger_reentry",
+        Feature.KUBERNETES_DEFER,
+    ),
+    (
+        "airflow.providers.cncf.kubernetes.operators.pod:KubernetesPodOperator",
+        "build_pod_request_obj",
+        Feature.KUBERNETES_POD_SPEC,
+    ),
+    ("airflow.models.taskinstance:TaskInstance", "__tablename__", Feature.POOL_LOAD),
+    ("celery.worker.state", "active_requests", Feature.POD_DELETION_COST),
 ]
 
 
-def owner(path: str) -> Any:
-    module, _, name = path.partition(":")
-    found = importlib.import_module(module)
-    return getattr(found, name) if name else found
+# The test harness's own private uses (tests/support/airflow_private.py), gated the same way.
+HARNESS_REMOVALS = [
+    ("airflow.models.backfill", "_create_backfill", airflow_private.Feature.BACKFILL),
+    (
+        "airflow.jobs.scheduler_job_runner:SchedulerJobRunner",
+        "_create_dagruns_for_dags",
+        airflow_private.Feature.CREATE_DUE_RUNS,
+    ),
+    ("airflow.models.dagrun", "get_or_create_dagrun", airflow_private.Feature.RUN_EXISTING),
+]
 
 
-@pytest.mark.parametrize(("where", "name", "feature"), REMOVALS, ids=[name for _, name, _ in REMOVALS])
+@pytest.mark.parametrize(
+    ("where", "name", "feature"),
+    [*REMOVALS, *HARNESS_REMOVALS],
+    ids=[name for _, name, _ in [*REMOVALS, *HARNESS_REMOVALS]],
+)
 def test_a_removed_symbol_is_reported_by_name(
-    where: str, name: str, feature: Feature, monkeypatch: pytest.MonkeyPatch
+    where: str, name: str, feature: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert compat.problem(feature) is None
+    problem = compat.problem if isinstance(feature, Feature) else airflow_private.problem
+    assert problem(feature) is None
     if name == "__tablename__":  # a table that moved: the model's table is another one now
         table = owner(where).__table__
         monkeypatch.setattr(table, "name", "audit_log")
         name = "audit_log"
     else:
         monkeypatch.delattr(owner(where), name)
-    found = compat.problem(feature)
+    found = problem(feature)
     assert found is not None and name in found, found
 
 
@@ -151,7 +181,6 @@ def test_the_tested_releases_are_the_lock_files_pins_and_installed() -> None:
 # (distribution, an untested release, a feature whose symbol it ships)
 UNTESTED = [
     ("apache-airflow-core", "3.3.3", Feature.DAG_CACHE),
-    ("apache-airflow-core", "3.4.0", Feature.RUNS_BACKFILL),
     ("apache-airflow-core", "3.2.1", Feature.STATUS_TABLES),
     ("apache-airflow-task-sdk", "1.3.3", Feature.START_HEARTBEAT),
     ("apache-airflow-task-sdk", "1.3.2rc1", Feature.EXIT_WAKEUP),
@@ -159,6 +188,10 @@ UNTESTED = [
     ("apache-airflow-providers-celery", "3.26.1", Feature.DAG_CACHE),
     ("apache-airflow-providers-cncf-kubernetes", "10.25.1", Feature.KUBERNETES_EXECUTE),
     ("apache-airflow-providers-cncf-kubernetes", "10.24.0", Feature.KUBERNETES_READ_POD),
+    ("apache-airflow-providers-cncf-kubernetes", "10.26.0", Feature.KUBERNETES_DEFER),
+    ("apache-airflow-providers-cncf-kubernetes", "11.0.0", Feature.KUBERNETES_POD_SPEC),
+    ("apache-airflow-core", "3.3.3", Feature.POOL_LOAD),
+    ("celery", "5.7.0", Feature.POD_DELETION_COST),
 ]
 
 
@@ -176,14 +209,14 @@ def test_an_untested_release_is_refused_naming_the_distribution_its_version_and_
 def test_the_celery_providers_release_gates_execute_workload_not_airflows(monkeypatch: pytest.MonkeyPatch) -> None:
     pretend(monkeypatch, apache_airflow_providers_celery="3.27.0")
     assert "apache-airflow-providers-celery 3.27.0" in (compat.problem(Feature.DAG_CACHE) or "")
-    assert compat.problem(Feature.RUNS_BACKFILL) is None, "core's own symbols do not depend on the provider"
+    assert compat.problem(Feature.STATUS_TABLES) is None, "core's own symbols do not depend on the provider"
 
 
 def test_the_kubernetes_providers_release_gates_the_pod_operator_not_airflows(monkeypatch: pytest.MonkeyPatch) -> None:
     pretend(monkeypatch, apache_airflow_core="3.3.3")
     assert compat.problem(Feature.KUBERNETES_EXECUTE) is None
     assert compat.problem(Feature.KUBERNETES_READ_POD) is None
-    assert compat.problem(Feature.RUNS_BACKFILL) is not None
+    assert compat.problem(Feature.STATUS_TABLES) is not None
 
 
 def test_a_distribution_that_is_not_installed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,25 +226,6 @@ def test_a_distribution_that_is_not_installed_is_named(monkeypatch: pytest.Monke
     )
     found = compat.problem(Feature.DAG_CACHE) or ""
     assert "apache-airflow-providers-celery is not installed (Sluice was tested on" in found, found
-
-
-def test_a_runs_helper_stops_with_the_symbol_and_what_instead(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-
-    monkeypatch.delattr(SchedulerJobRunner, "_create_dagruns_for_dags")
-    with pytest.raises(compat.Unsupported, match=r"_create_dagruns_for_dags.*a scheduler \(`sluice up`\)"):
-        compat.require(Feature.RUNS_CREATE_DUE_RUNS)
-
-
-def test_on_an_untested_airflow_a_runs_helper_without_fallback_stops_naming_the_versions(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    pretend(monkeypatch, apache_airflow_core="3.3.3")
-    with pytest.raises(compat.Unsupported) as raised:
-        compat.require(Feature.RUNS_RUN_EXISTING)
-    message = str(raised.value)
-    assert "apache-airflow-core 3.3.3" in message and "tested: apache-airflow-core 3.3.2" in message, message
-    assert "get_or_create_dagrun" in message and "a scheduler (`sluice up`)" in message, message
 
 
 # ---- the fallbacks ----------------------------------------------------------------------------------------
@@ -239,10 +253,21 @@ class FakePodOperator:
         self.calls.append("read_pod")
         return f"remote {pod}"
 
+    def trigger_reentry(self, context: object, event: dict[str, Any]) -> None:
+        self.calls.append(f"trigger_reentry {event['status']}")
+
+    def build_pod_request_obj(self, context: object, *, dry_run: bool = False) -> str:
+        self.calls.append(f"build_pod_request_obj dry_run={dry_run}")
+        return "built pod"
+
 
 @pytest.mark.parametrize(("deferrable", "half"), [(False, "execute_sync"), (True, "execute_async")])
 def test_the_launcher_runs_the_pod_through_the_tested_half_else_through_execute(
-    deferrable: bool, half: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    deferrable: bool,
+    half: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    airflow_logging: None,
 ) -> None:
     operator = FakePodOperator(deferrable)
     compat.run_pod(operator, {})
@@ -253,7 +278,63 @@ def test_the_launcher_runs_the_pod_through_the_tested_half_else_through_execute(
         compat.run_pod(operator, {})
     assert operator.calls == [half, "execute", "execute"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "apache-airflow-providers-cncf-kubernetes 11.0.0" in warnings[0], warnings
+    assert len(warnings) == (2 if deferrable else 1), warnings  # deferrable: the deferral's own fallback too
+    assert all("apache-airflow-providers-cncf-kubernetes 11.0.0" in w for w in warnings), warnings
+
+
+def test_without_trigger_reentry_as_tested_the_worker_watches_the_pod_and_a_resume_stops(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, airflow_logging: None
+) -> None:
+    """Nothing could resume a deferred step: the worker watches it instead; a step that deferred before the
+    upgrade stops naming the symbol."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    operator = FakePodOperator(deferrable=True)
+    compat.resume_pod(operator, {}, {"status": "success"})
+    monkeypatch.delattr(KubernetesPodOperator, "trigger_reentry")
+    with caplog.at_level(logging.WARNING, logger=compat.__name__):
+        compat.run_pod(operator, {})
+    assert operator.calls == ["trigger_reentry success", "execute_sync"] and operator.deferrable is False
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "the worker watches the step pod" in warnings[0], warnings
+    with pytest.raises(
+        compat.Unsupported, match=r"KubernetesPodOperator\.trigger_reentry.*has no attribute 'trigger_reentry'"
+    ):
+        compat.resume_pod(operator, {}, {"status": "success"})
+    assert len(operator.calls) == 2
+
+
+def test_the_offline_pod_is_built_only_on_a_tested_provider_else_it_stops_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    operator = FakePodOperator(False)
+    assert compat.pod_request(operator, {}) == "built pod"
+    assert operator.calls == ["build_pod_request_obj dry_run=True"]
+    pretend(monkeypatch, apache_airflow_providers_cncf_kubernetes="11.0.0")
+    with pytest.raises(compat.Unsupported) as raised:
+        compat.pod_request(operator, {})
+    message = str(raised.value)
+    assert "build_pod_request_obj" in message and "apache-airflow-providers-cncf-kubernetes 11.0.0" in message
+    assert "`sluice pod-spec` and the container launcher stop" in message, message
+    assert len(operator.calls) == 1
+
+
+def test_on_an_untested_celery_the_worker_keeps_no_deletion_cost(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, airflow_logging: None
+) -> None:
+    from sluice.worker import deletion_cost
+
+    monkeypatch.setenv("POD_NAME", "worker-0")
+    monkeypatch.setenv("POD_NAMESPACE", "ml")
+    monkeypatch.delenv("SLUICE_POD_DELETION_COST", raising=False)
+    keeper = deletion_cost.from_environment(lambda: lambda name, namespace, body: None)
+    assert keeper is not None and keeper.count() == 0, "no worker here: Celery's own count of running requests"
+    pretend(monkeypatch, celery="5.7.0")
+    with caplog.at_level(logging.WARNING, logger=compat.__name__):
+        assert deletion_cost.from_environment(lambda: lambda name, namespace, body: None) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "celery 5.7.0 is not a release" in warnings[0], warnings
+    assert "keeps no pod deletion cost" in warnings[0], warnings
 
 
 def test_the_pods_reasons_are_read_only_on_a_tested_provider(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,6 +403,35 @@ def test_status_leaves_the_tables_out_when_a_column_is_gone(tmp_path: Path, capl
     assert [r.getMessage() for r in caplog.records if "sluice status" in r.getMessage()], caplog.records
 
 
+def task_instance_db(tmp_path: Path, columns: str) -> Any:
+    import sqlalchemy as sa
+
+    tmp_path.mkdir(exist_ok=True)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'airflow.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE task_instance (id TEXT, {columns})"))
+    return engine
+
+
+TI_COLUMNS = "state TEXT, queue TEXT, executor TEXT, hostname TEXT"
+
+
+def test_the_pool_load_query_is_trusted_only_where_task_instance_is_as_tested(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, airflow_logging: None
+) -> None:
+    with task_instance_db(tmp_path / "tested", TI_COLUMNS).connect() as conn:
+        assert compat.pool_load_problem(conn) is None
+    with (
+        caplog.at_level(logging.WARNING, logger=compat.__name__),
+        task_instance_db(tmp_path / "moved", TI_COLUMNS.replace("executor", "executor_name")).connect() as conn,
+    ):
+        assert compat.pool_load_problem(conn) == "the metadata DB's task_instance table has no column executor"
+    assert any("pool-load index" in r.getMessage() for r in caplog.records), caplog.records
+    pretend(monkeypatch, apache_airflow_core="3.3.3")
+    with task_instance_db(tmp_path / "untested", TI_COLUMNS).connect() as conn:
+        assert "apache-airflow-core 3.3.3 is not a release" in (compat.pool_load_problem(conn) or "")
+
+
 def test_status_leaves_the_tables_out_on_an_untested_airflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pretend(monkeypatch, apache_airflow_core="3.4.0")
     with status_db(tmp_path, LOG_COLUMNS).connect() as conn:
@@ -352,14 +462,14 @@ def test_without_expand_input_value_mapped_checks_wait_for_run_time_with_one_war
 
 
 def test_no_private_module_or_attribute_is_used_outside_compat() -> None:
-    uses = private_use.scan(SCANNED, REPO, allowed=[PACKAGE / "compat.py"])
+    uses = private_use.scan(SCANNED, REPO, allowed=ALLOWED)
     assert not uses, "\n".join(map(str, uses))
 
 
 def test_the_guard_scans_compat_when_told_to() -> None:
     """compat.py itself is full of such uses: the scan sees them once it is not left out."""
     uses = private_use.scan([PACKAGE], REPO)
-    assert any(use.path.endswith("compat.py") and "_create_dagruns_for_dags" in use.what for use in uses), uses
+    assert any(use.path.endswith("compat.py") and "_monitor_subprocess" in use.what for use in uses), uses
 
 
 FIXTURE = """
@@ -416,33 +526,13 @@ def test_the_guard_reports_each_private_use_in_a_fixture_with_its_line_and_the_f
     assert all(str(use).startswith(f"fixture.py:{use.line}: ") and "sluice.compat" in str(use) for use in uses)
 
 
-def test_dag_test_takes_its_run_from_the_factory_only_inside_the_block() -> None:
-    from airflow.models import dagrun
-
-    original = dagrun.get_or_create_dagrun
-
-    def factory(**_: object) -> None:
-        raise AssertionError("not called here")
-
-    with pytest.raises(RuntimeError), compat.dag_test_run(factory):
-        assert dagrun.get_or_create_dagrun is factory
-        raise RuntimeError("the run failed")
-    assert dagrun.get_or_create_dagrun is original
-
-
 def test_shipped_code_uses_no_test_doubles() -> None:
     """unittest.mock belongs to tests; shipped code uses a supported path or a named, tested compat entry."""
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            modules = (
-                [alias.name for alias in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            found += [f"{path.name}:{node.lineno} {m}" for m in modules if m.split(".")[0] == "unittest"]
+    found = [
+        f"{path.name}:{line} {module}"
+        for path, line, module in private_use.absolute_imports(PACKAGE)
+        if module.split(".")[0] == "unittest"
+    ]
     assert not found
 
 

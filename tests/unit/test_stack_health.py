@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 from sluice.stack.config import StackConfig
-from sluice.stack.local import ComponentStatus, Status
+from sluice.stack.status import ComponentHealth, ComponentStatus, Health, Status
+
+
+def _health(text: str) -> ComponentHealth:
+    state, _, detail = text.partition(": ")
+    return ComponentHealth(Health(state), detail)
 
 
 def _status(*health: tuple[str, str]) -> Status:
     comps = [
-        ComponentStatus(f"{kind}-{i}", kind, 100 + i, not h.startswith(("dead", "stopped")), h, "log")
+        ComponentStatus(f"{kind}-{i}", kind, 100 + i, not h.startswith(("dead", "stopped")), _health(h), "log")
         for i, (kind, h) in enumerate(health)
     ]
     return Status(StackConfig(), comps, [])
@@ -32,6 +37,19 @@ def test_workers_being_scaled_keep_the_stack_healthy(worker_health: str) -> None
 )
 def test_a_dead_component_or_a_core_one_not_ready_is_unhealthy(component: tuple[str, str]) -> None:
     assert not _status(*CORE_OK, component).healthy
+
+
+@pytest.mark.parametrize(
+    "component", [("scheduler", "starting"), ("worker", "waiting: on the broker, which does not answer")]
+)
+def test_a_component_not_judged_yet_is_not_healthy(component: tuple[str, str]) -> None:
+    assert not _status(*CORE_OK, component).healthy
+
+
+def test_health_reads_as_sluice_status_prints_it() -> None:
+    assert str(ComponentHealth(Health.HEALTHY)) == "healthy"
+    assert str(ComponentHealth(Health.STARTING, "no ping reply yet")) == "starting: no ping reply yet"
+    assert str(ComponentHealth(Health.STOPPED, "drained")) == "stopped: drained"
 
 
 def test_a_stopped_stack_is_not_healthy() -> None:

@@ -21,8 +21,9 @@ from sluice.cli import app
 from sluice.stack import services
 from sluice.stack.config import StackConfig
 from sluice.stack.local import LocalStack
-from sluice.stack.processes import Proc, spawn, stop
+from sluice.stack.processes import Proc, Worker, spawn, stop
 from sluice.stack.state import StackState, StateFile
+from sluice.stack.status import DEAD, ComponentHealth, Health
 from typer.testing import CliRunner
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -48,9 +49,8 @@ def make_stack(home: Path, broker_url: str, procs: list[Proc]) -> LocalStack:
 
 
 def a_worker(tmp_path: Path, procs: list[Proc]) -> Proc:
-    worker = spawn(
-        "worker default-1", "worker", SLEEPER, {}, tmp_path / "worker.log", pool="default", worker="default-1"
-    )
+    identity = Worker("default-1", "default", services.free_port(), 60.0)
+    worker = spawn("worker default-1", "worker", SLEEPER, {}, tmp_path / "worker.log", worker=identity)
     procs.append(worker)
     return worker
 
@@ -64,14 +64,14 @@ def test_a_broker_that_stops_answering_is_named_and_status_exits_1(tmp_path: Pat
 
     answering = stack.status()
     assert answering.broker_problem is None
-    assert [c.health for c in answering.components] == ["starting: no ping reply yet"]
+    assert [str(c.health) for c in answering.components] == ["starting: no ping reply yet"]
 
     stop(redis.proc, signal.SIGKILL, timeout=10)
     down = stack.status()
     assert down.broker_problem is not None and redis.url in down.broker_problem
     assert "workers cannot be reached through it" in down.broker_problem
     (worker,) = down.components
-    assert worker.health.startswith("waiting:") and "broker" in worker.health, worker.health
+    assert worker.health == ComponentHealth(Health.WAITING, "on the broker, which does not answer"), worker.health
     assert not down.healthy
 
     result = CliRunner().invoke(app, ["status", "--home", str(stack.home)], env={"COLUMNS": "250"})
@@ -100,7 +100,7 @@ def test_last_exit_names_the_signal_a_component_died_of(tmp_path: Path, procs: l
     for proc in (killed, failed):
         wait_ended(proc.pid)
     by_name = {c.name: c for c in stack.status().components}
-    assert by_name["scheduler"].health == "dead" and by_name["scheduler"].last_exit == "killed by SIGKILL"
+    assert by_name["scheduler"].health == DEAD and by_name["scheduler"].last_exit == "killed by SIGKILL"
     assert by_name["triggerer"].last_exit == "exit code 3"
     again = {c.name: c.last_exit for c in LocalStack(stack.home).status().components}  # recorded: known from now on
     assert again == {"scheduler": "killed by SIGKILL", "triggerer": "exit code 3"}

@@ -3,6 +3,10 @@
 Standardizes with the global mean/std (from merge_stats, so every shard gets the same transform), imputes
 nulls, one-hot encodes the region over the global vocabulary. The sample (rows picked by a hash of their id,
 so the same rows on every run) feeds the candidate models; its size is bounded by ``sample_rows`` overall.
+
+A ``held_out`` shard (one the models are evaluated on) draws no sample: its sample output holds no rows, so none
+of its rows can reach a candidate's training. The DAG computes the statistics from the training shards only, so
+``sample_rows`` over their rows is the fraction to draw.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ SPEC = StepSpec(
     summary="a clean shard as float32 features with the dataset's statistics, plus a small hashed sample",
     params={
         "batch_rows": Param("integer", "rows held in memory at a time", default=BATCH_ROWS),
-        "sample_rows": Param("integer", "rows of the sample over the whole dataset", default=50_000),
+        "sample_rows": Param("integer", "rows of the sample over the shards the statistics cover", default=50_000),
+        "held_out": Param("boolean", "the shard is held out for evaluation: it draws no sample", default=False),
     },
     inputs={
         "clean": Artifact("Parquet: one clean shard (ingest_shard)"),
@@ -51,7 +56,7 @@ def in_sample(ids: np.ndarray, fraction: float) -> np.ndarray:
 def run(ctx: StepContext) -> None:
     stats = Stats.from_json(ctx.read_json("stats"))
     batch_rows = ctx.param("batch_rows")
-    fraction = min(1.0, ctx.param("sample_rows") / stats.rows)
+    fraction = 0.0 if ctx.param("held_out") else min(1.0, ctx.param("sample_rows") / stats.rows)
     schema = features_schema(stats)
     rows = sampled = 0
     with (
@@ -67,4 +72,4 @@ def run(ctx: StepContext) -> None:
             sample_writer.write_table(picked)
             rows += table.num_rows
             sampled += picked.num_rows
-    ctx.metrics.update(rows=rows, sample_rows=sampled, features=len(schema) - 2)
+    ctx.metrics.update(rows=rows, sample_rows=sampled, features=len(schema) - 2, held_out=ctx.param("held_out"))

@@ -3,7 +3,7 @@
 Streams the shard batch by batch: memory is the batch plus the shard's ids seen so far (``SeenIds``: a
 byte per row for the usual compact id range), to drop repeated rows. A schema the pipeline cannot use fails
 the step naming the column; repeated ids are dropped and counted; the skewed amount gains ``log_amount`` =
-log1p(amount).
+log1p(max(amount, 0)), null where the amount is (imputed at featurize, never taken for 0).
 """
 
 from __future__ import annotations
@@ -103,7 +103,9 @@ def run(ctx: StepContext) -> None:
             rows_in += raw.num_rows
             batch = conform(raw, uri)
             batch = batch.filter(pa.array(seen.keep(batch.column(ID).to_numpy())))
-            logged = pc.log1p(pc.max_element_wise(batch.column(SKEWED), 0.0))
+            # skip_nulls=False: a missing amount stays missing (featurize imputes it like any feature) instead
+            # of becoming max(null, 0) = 0, a made-up amount of 0.
+            logged = pc.log1p(pc.max_element_wise(batch.column(SKEWED), 0.0, skip_nulls=False))
             clean = pa.RecordBatch.from_arrays([*batch.columns, logged], schema=CLEAN_SCHEMA)
             stats.add_batch(clean)
             writer.write_batch(clean)

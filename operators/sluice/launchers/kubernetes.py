@@ -140,7 +140,7 @@ def step_pod(step: StepRun, platform: Platform) -> Any:
         map_index=step.map_index,
     )
     context = {"ti": ti, "run_id": step.run_id, "dag": SimpleNamespace(dag_id=step.dag_id)}
-    return pod_operator(step, platform).build_pod_request_obj(context, dry_run=True)
+    return compat.pod_request(pod_operator(step, platform), context)
 
 
 def _remote_pod(operator: Any) -> Any:
@@ -234,7 +234,7 @@ class KubernetesLauncher:
         """Finish a deferred step pod: the trigger reported ``event``; the provider reads logs and cleans up."""
         self._operator = operator = pod_operator(step, self.platform)
         log.info("kubernetes launcher: resuming step pod %s (%s)", event.get("name"), event.get("status"))
-        return self._watch(step, lambda: operator.trigger_reentry(context, event))
+        return self._watch(step, lambda: compat.resume_pod(operator, context, event))
 
     def _watch(self, step: StepRun, call: Any) -> LaunchResult:
         """Run the provider's call; its exceptions become a result. A pod's peak memory is the node's metrics,

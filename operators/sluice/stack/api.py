@@ -1,8 +1,13 @@
-"""A small client of Airflow's public REST API (v2), as a user of the local stack would drive it."""
+"""A small client of Airflow's public REST API (v2), as a user of the local stack would drive it.
+
+``sluice demo --stack`` runs a DAG with ``AirflowApi.run``; the tests' extra reads (every run of a DAG, a task's
+tries) are in tests/support/airflow_api.py.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -62,16 +67,9 @@ class AirflowApi:
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
-    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"])
-
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
         return list(self._call("GET", path, params={"limit": 1000})["task_instances"])
-
-    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
-        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
-        return list(self._call("GET", path, params={"map_index": map_index})["task_instances"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -83,3 +81,27 @@ class AirflowApi:
                 states = {t["task_id"]: t["state"] for t in self.task_instances(dag_id, run_id)}
                 raise StackError(f"{dag_id} {run_id} still {run['state']} after {timeout:.0f} s: {states}")
             time.sleep(1)
+
+    def run(
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        timeout: float = 6 * 3600,
+        started: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run a DAG once, now, and return its finished run (``dag_run_id``, ``state``, ...).
+
+        Waits for the DAG to be parsed, triggers a manual run at the DAG's next logical date (the scheduler then
+        skips that scheduled run, so the run is not doubled), unpauses the DAG so the scheduler runs it, tells
+        ``started`` the run's id, waits for the end, and pauses the DAG again if it was paused.
+        """
+        dag = self.wait_for_dag(dag_id, timeout=120)
+        run_id = self.trigger(dag_id, conf=conf, logical_date=dag.get("next_dagrun_logical_date"))
+        self.unpause(dag_id)
+        try:
+            if started is not None:
+                started(run_id)
+            return self.wait_for_run(dag_id, run_id, timeout=timeout)
+        finally:
+            if dag.get("is_paused"):
+                self.unpause(dag_id, paused=True)

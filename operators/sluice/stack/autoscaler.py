@@ -15,10 +15,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sluice import compat
 from sluice.platform import Pool
 from sluice.scaling import desired_replicas, pool_load_sql
+from sluice.stack import connections
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from sluice.stack.local import LocalStack
 
 log = logging.getLogger("sluice.supervisor.autoscaler")
@@ -78,7 +82,7 @@ class Autoscaler:
         self.stack = stack
         self.memory: dict[str, PoolMemory] = {}
 
-    def running_on(self, conn: object, names: list[str]) -> set[str]:
+    def running_on(self, conn: Connection, names: list[str]) -> set[str]:
         """Workers that the metadata DB says are running a task (the second opinion on idleness)."""
         import sqlalchemy as sa
 
@@ -87,19 +91,19 @@ class Autoscaler:
         query = sa.text(
             "SELECT DISTINCT hostname FROM task_instance WHERE state = 'running' AND hostname IN :names"
         ).bindparams(sa.bindparam("names", expanding=True))
-        rows = conn.execute(query, {"names": names}).all()  # type: ignore[attr-defined]
-        return {row[0] for row in rows}
+        rows = conn.execute(query, {"names": names}).all()
+        return {str(row[0]) for row in rows}
 
     def poll_once(self, now: float) -> None:
         import sqlalchemy as sa
 
-        from sluice.stack.local import _engine
-
         self.stack.forget_exited()
         state = self.stack.state()
-        engine = _engine(state.config.db_url)
+        engine = connections.engine(state.config.db_url)
         try:
             with engine.connect() as conn:
+                if compat.pool_load_problem(conn) is not None:
+                    return  # every pool stays at its size; the warning (once per process) says why
                 for pool in state.config.platform().pools:
                     if not pool.autoscaling.enabled:
                         continue
@@ -108,8 +112,8 @@ class Autoscaler:
                         continue
                     memory.next_poll = now + pool.autoscaling.polling_interval
                     needed = conn.execute(sa.text(pool_load_sql(pool))).scalar()
-                    serving = [p for p in state.workers(pool.name) if p.alive() and not p.extra.get("draining")]
-                    names = [p.extra["worker"] for p in serving]
+                    serving = [p for p in state.workers(pool.name) if p.alive() and not p.draining]
+                    names = [p.worker_name for p in serving]
                     busy: set[str] | None = None
                     if len(names) > desired_replicas(needed, pool):
                         busy = self.stack.busy_workers(names)
@@ -120,9 +124,9 @@ class Autoscaler:
                         log.info("pool %s: %s", pool.name, decision.reason)
                     for _ in range(decision.start):
                         proc = self.stack.start_worker(pool)
-                        log.info("pool %s: started worker %s (pid %s)", pool.name, proc.extra["worker"], proc.pid)
+                        log.info("pool %s: started worker %s (pid %s)", pool.name, proc.worker_name, proc.pid)
                     for name in decision.stop:
-                        proc = next(p for p in serving if p.extra["worker"] == name)
+                        proc = next(p for p in serving if p.worker_name == name)
                         log.info("pool %s: idle worker %s gets a warm shutdown", pool.name, name)
                         self.stack.drain_worker(proc)
         finally:

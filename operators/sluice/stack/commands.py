@@ -17,13 +17,14 @@ from rich.table import Table
 from sluice.platform import PlatformError, default_dags_folder, load_platform, sluice_home
 from sluice.stack.config import DEFAULT_BROKER_URL, DEFAULT_DB_URL, StackConfig, Tuning
 from sluice.stack.errors import StackError
-from sluice.stack.local import LocalStack, Status
-from sluice.worker.report import NOT_INSTALLED
+from sluice.stack.local import LocalStack
+from sluice.stack.status import Health, Status
+from sluice.worker.report import Patched, PatchState
 
 # Not on a terminal (a log, CI, a pipe): wide enough that tables are not cut to 80 columns.
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 DEFAULT_DAGS = default_dags_folder()
-HEALTH_STYLE = {"healthy": "green", "dead": "red"}
+HEALTH_STYLE = {Health.HEALTHY: "green", Health.DEAD: "red"}
 
 
 class LocalLauncherType(StrEnum):
@@ -105,7 +106,11 @@ def up(
         "(the chart adds KubernetesExecutor; no Kubernetes API here)"
     )
     started = time.monotonic()
-    before = {(p.name, p.pid) for p in stack.running()}  # a stack already running here is not ours to report
+    try:
+        before = {(p.name, p.pid) for p in stack.running()}  # a stack already running here is not ours to report
+    except StackError as exc:  # a record it cannot read
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(1) from None
     try:
         with console.status("starting") as spinner:
             stack.up(config, progress=lambda msg: _progress(spinner, msg))
@@ -162,8 +167,12 @@ def status(home: HomeOption = None) -> None:  # type: ignore[assignment]
 def down(home: HomeOption = None) -> None:  # type: ignore[assignment]
     """Stop everything `sluice up` started (workers warm: running tasks finish), and nothing else."""
     stack = LocalStack(home or default_home())
-    with console.status("stopping") as spinner:
-        outcomes = stack.down(progress=lambda msg: _progress(spinner, msg))
+    try:
+        with console.status("stopping") as spinner:
+            outcomes = stack.down(progress=lambda msg: _progress(spinner, msg))
+    except StackError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(1) from None
     if not outcomes:
         console.print(f"nothing to stop in {stack.home}")
         return
@@ -174,7 +183,7 @@ def down(home: HomeOption = None) -> None:  # type: ignore[assignment]
 
 def patch_lines(status: Status) -> list[str]:
     """Which Sluice patches the running workers have (sluice.worker.patches): one line per distinct set."""
-    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    groups: dict[tuple[tuple[str, PatchState], ...], list[str]] = {}
     for comp in status.components:
         if comp.kind == "worker" and comp.alive:
             key = tuple(comp.patches.items()) if comp.patches is not None else ()
@@ -182,9 +191,9 @@ def patch_lines(status: Status) -> list[str]:
     lines = []
     for states, workers in groups.items():
         described = [
-            f"{escape(name)} [yellow]{NOT_INSTALLED}[/] ({escape(state.split(': ', 1)[-1])})"
-            if state.startswith(NOT_INSTALLED)
-            else f"{escape(name)} {escape(state)}"
+            f"{escape(name)} [yellow]{state.state}[/] ({escape(state.why)})"
+            if state.state is Patched.NOT_INSTALLED
+            else f"{escape(name)} {escape(str(state))}"
             for name, state in states
         ]
         summary = ", ".join(described) or "[yellow]not reported yet[/] (the worker is starting)"
@@ -199,9 +208,10 @@ def _print_status(status: Status) -> None:
     for column in ("component", "pid", "health", "restarts", "last exit", "log"):
         components.add_column(column, overflow="fold")
     for comp in status.components:
-        style = HEALTH_STYLE.get(comp.health.split(":")[0], "yellow")
+        style = HEALTH_STYLE.get(comp.health.state, "yellow")
         restarts = str(comp.restarts) if comp.restarts else ""
-        components.add_row(comp.name, str(comp.pid), f"[{style}]{comp.health}[/]", restarts, comp.last_exit, comp.log)
+        health = f"[{style}]{escape(str(comp.health))}[/]"
+        components.add_row(comp.name, str(comp.pid), health, restarts, escape(comp.last_exit), comp.log)
     console.print(components)
     for line in patch_lines(status):
         console.print(line)
@@ -209,15 +219,15 @@ def _print_status(status: Status) -> None:
         errors = Table(title="[red]DAG files that do not import[/]")
         for column in ("file", "error"):
             errors.add_column(column, overflow="fold")
-        for path, error in status.import_errors:
-            errors.add_row(escape(path), escape(error))
+        for failure in status.import_errors:
+            errors.add_row(escape(failure.where), escape(failure.error))
         console.print(errors)
     if status.events:
         events = Table(title="why tries failed or were re-queued (last hour, from the scheduler)")
         for column in ("when", "event", "task", "run", "why"):
             events.add_column(column, overflow="fold")
         for event in status.events:
-            events.add_row(*(event[k] for k in ("when", "event", "task", "run", "why")))
+            events.add_row(event.when, event.event, event.task, event.run, escape(event.why))
         console.print(events)
     pools = Table(title=f"pools ({'autoscaled' if status.config.autoscale else 'one worker each'})")
     for column in ("pool", "queues", "concurrency", "queued", "running", "desired", "workers", "min–max"):

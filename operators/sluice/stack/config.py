@@ -169,7 +169,7 @@ def airflow_env(config: StackConfig, home: Path, creds: Secrets) -> dict[str, st
             "SLUICE_HOME": str(home),
             "SLUICE_LAUNCHER": config.launcher,
             "SLUICE_ARTIFACT_ROOT": config.artifact_root or str(home / "artifacts"),
-            "SLUICE_DEMO_DATA": str(home / "demo-data"),  # written by `sluice up` for the example DAGs
+            "SLUICE_DEMO_DATA": str(home / "demo-data"),  # where `sluice demo --stack` makes an example's data
             "AIRFLOW__CORE__EXECUTOR": EXECUTOR,
             "AIRFLOW__CORE__DAGS_FOLDER": config.dags_folder,
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -11,30 +11,73 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 
+class Kind(StrEnum):
+    """What a process is in the stack: how it is started again, stopped, and judged healthy."""
+
+    API_SERVER = "api-server"
+    SCHEDULER = "scheduler"
+    DAG_PROCESSOR = "dag-processor"
+    TRIGGERER = "triggerer"
+    WORKER = "worker"
+    SUPERVISOR = "supervisor"
+    POSTGRES = "postgres"
+    REDIS = "redis"
+
+
+class Stopping(StrEnum):
+    """Why a process is being stopped on purpose: the supervisor does not start it again."""
+
+    DRAIN = "drain"  # a warm shutdown (the autoscaler): it exits once its tasks are done, and leaves the record
+    RESTART = "restart"  # someone else stops it and starts it again (tests/support/stack.py)
+
+
+@dataclass
+class Worker:
+    """What makes a process one of a pool's Celery workers."""
+
+    name: str  # "default-1": never reused in a stack, so task instances' hostnames tell the processes apart
+    pool: str
+    log_server_port: int  # its own, so that two workers on one machine serve their task logs side by side
+    grace: float  # seconds `sluice down` waits for its warm shutdown (the pool's terminationGracePeriodSeconds)
+    replaces: str | None = None  # the dead worker the supervisor started this one in place of
+
+
 @dataclass
 class Proc:
-    """One process the stack started."""
+    """One process the stack started, and what the stack has learnt about it."""
 
     name: str  # unique in the stack: "scheduler", "worker default-1", "redis"
-    kind: str  # api-server | scheduler | dag-processor | triggerer | worker | autoscaler | postgres | redis
+    kind: Kind
     pid: int
     create_time: float
     log: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    worker: Worker | None = None  # set for kind worker
+    port: int | None = None  # a throwaway service's (Redis, PostgreSQL): it comes back on the same one
+    restarts: int = 0  # by the supervisor
+    last_exit: str = ""  # the supervisor's account of how the previous process of this name ended
+    exit_status: str = ""  # how this process ended ("killed by SIGKILL"), once collected: only once, by its parent
+    stopping: Stopping | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        self.kind = Kind(self.kind)  # a plain string from a caller (services.py, tests) becomes the enum
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Proc:
-        return cls(**data)
+    @property
+    def draining(self) -> bool:
+        return self.stopping is Stopping.DRAIN
+
+    @property
+    def worker_name(self) -> str:
+        """The worker's name in its pool; only a worker has one."""
+        if self.worker is None:
+            raise ValueError(f"{self.name} ({self.kind}) is not a worker")
+        return self.worker.name
 
     def process(self) -> psutil.Process | None:
         """The live process if it is still the one we started, else None."""
@@ -52,13 +95,15 @@ class Proc:
 
 def spawn(
     name: str,
-    kind: str,
+    kind: Kind | str,
     argv: list[str],
     env: dict[str, str],
     log: Path,
     cwd: Path | None = None,
     user: str | None = None,
-    **extra: Any,
+    *,
+    worker: Worker | None = None,
+    port: int | None = None,
 ) -> Proc:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -74,7 +119,8 @@ def spawn(
             group=user,
         )
     # Not our child for long: ``sluice up`` exits and the processes live on (re-parented to init).
-    return Proc(name, kind, child.pid, psutil.Process(child.pid).create_time(), str(log), extra)
+    created = psutil.Process(child.pid).create_time()
+    return Proc(name, Kind(kind), child.pid, created, str(log), worker=worker, port=port)
 
 
 def signal_proc(proc: Proc, sig: signal.Signals) -> bool:

@@ -117,17 +117,6 @@ def ensure_database(url: str) -> None:
         admin.close()
 
 
-def drop_database(url: str) -> None:
-    """Remove a database the stack created (benches clean up after themselves)."""
-    admin = psycopg2.connect(_libpq_url(with_database(url, "postgres")), connect_timeout=5)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
-    finally:
-        admin.close()
-
-
 def _postgres_binary(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if not found:

@@ -21,11 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sluice.stack.local import CORE, LocalStack, exit_status
-from sluice.stack.processes import Proc, last_line
+from sluice.stack.faults import death
+from sluice.stack.local import LocalStack
+from sluice.stack.processes import Kind, Proc
+from sluice.stack.status import CORE
 
 log = logging.getLogger("sluice.supervisor")
-SUPERVISED = {*CORE, "worker", "redis", "postgres"}
+SUPERVISED = {*CORE, Kind.WORKER, Kind.REDIS, Kind.POSTGRES}
 FIRST_DELAY, MAX_DELAY, HEALTHY_RUN = 10.0, 300.0, 600.0
 
 
@@ -59,41 +61,45 @@ class Supervisor:
         # Every death's reason first: starting a process (subprocess.Popen) collects other dead children's exit
         # statuses as it goes, so a reason read after a restart in this same pass could have lost its status.
         for proc in state.procs:
-            watched = proc.kind in SUPERVISED and not (proc.extra.get("draining") or proc.extra.get("restarting"))
-            if watched and proc.name not in self.deaths and not proc.alive():
-                self.deaths[proc.name] = Death(now, self._reason(proc))
+            if self._watched(proc) and proc.name not in self.deaths and not proc.alive():
+                self.deaths[proc.name] = Death(now, death(proc))
                 log.warning("%s (pid %s) died: %s", proc.name, proc.pid, self.deaths[proc.name].reason)
         for proc in state.procs:
-            if proc.kind not in SUPERVISED or proc.extra.get("draining") or proc.extra.get("restarting"):
+            if not self._watched(proc):
                 continue
             if proc.alive():
                 self.deaths.pop(proc.name, None)
                 continue
-            death = self.deaths.get(proc.name)
-            if death is None:
-                death = self.deaths[proc.name] = Death(now, self._reason(proc))
-                log.warning("%s (pid %s) died: %s", proc.name, proc.pid, death.reason)
-            restarts = int(proc.extra.get("restarts", 0))
+            died = self.deaths.get(proc.name)
+            if died is None:
+                died = self.deaths[proc.name] = Death(now, death(proc))
+                log.warning("%s (pid %s) died: %s", proc.name, proc.pid, died.reason)
+            restarts = proc.restarts
             if time.time() - proc.create_time >= HEALTHY_RUN:
                 restarts = 0  # it had been running fine: no back-off, as Kubernetes resets it
-            if now - death.seen < backoff(restarts, state.config.restart_backoff_seconds):
+            if now - died.seen < backoff(restarts, state.config.restart_backoff_seconds):
                 continue
-            who = f"{proc.extra['worker']} " if proc.kind == "worker" else ""
-            proc.extra.update(restarts=restarts, last_exit=f"{time.strftime('%H:%M:%S')} {who}{death.reason}")
+            who = f"{proc.worker.name} " if proc.worker is not None else ""
+            proc.restarts, proc.last_exit = restarts, f"{time.strftime('%H:%M:%S')} {who}{died.reason}"
             try:
                 new = self.stack.respawn(proc, state.config)
             except Exception as exc:  # it stays dead; tried again after the next back-off
                 log.error("%s could not be started again: %s", proc.name, exc)
-                proc.extra["restarts"] = restarts + 1
+                proc.restarts = restarts + 1
                 self._replace(proc, proc)
                 self.deaths[proc.name] = Death(now, f"restart failed: {exc}")
                 continue
-            new.extra["restarts"] = restarts + 1
+            new.restarts = restarts + 1
             self._replace(proc, new)
             self.deaths.pop(proc.name, None)
             log.warning("%s started again as pid %s (restart %s)", proc.name, new.pid, restarts + 1)
             restarted.append(proc.name)
         return restarted
+
+    @staticmethod
+    def _watched(proc: Proc) -> bool:
+        """Supervised, and not being stopped on purpose (a warm shutdown, a restart by someone else)."""
+        return proc.kind in SUPERVISED and proc.stopping is None
 
     def _replace(self, old: Proc, new: Proc) -> None:
         with self.stack.state_file.editing() as current:
@@ -101,14 +107,6 @@ class Supervisor:
             if found is None or found.pid != old.pid:
                 return  # stopped or replaced meanwhile (`sluice down`, a test's restart)
             current.procs[current.procs.index(found)] = new
-
-    @staticmethod
-    def _reason(proc: Proc) -> str:
-        """How it ended (the exit status, where this process is the one that can collect it) and its last words."""
-        how, said = exit_status(proc), last_line(proc.log)
-        if how:
-            return f"{how}; its log ends: {said}" if said else how
-        return f"exited; its log ends: {said}" if said else "exited without a word (killed?)"
 
     def run(self, tick: float = 1.0) -> None:
         signal.signal(signal.SIGTERM, self._stop)

@@ -2,8 +2,9 @@
 
 When a pool scales in, the ReplicaSet deletes the pods with the lowest deletion cost first; an idle worker
 (cost 0) goes before a busy one. The count is read in the worker's main process from Celery's own
-bookkeeping (``celery.worker.state.active_requests``, kept for every pool type), so it needs no
-cooperation from the task processes. Patching is best effort: a failure is logged, never fatal.
+bookkeeping (``celery.worker.state.active_requests``, kept for every pool type, read through ``sluice.compat``:
+on a Celery release it was not tested on the keeper does not run, and says why), so it needs no cooperation from
+the task processes. Patching is best effort: a failure is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sluice import compat
+
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 log = logging.getLogger(__name__)
@@ -23,9 +26,7 @@ Patcher = Callable[[str, str, dict[str, Any]], Any]
 
 
 def running_tasks() -> int:
-    from celery.worker import state
-
-    return len(state.active_requests)
+    return compat.running_celery_requests()
 
 
 def kubernetes_patcher() -> Patcher:
@@ -99,6 +100,8 @@ def from_environment(
     pod_name = os.environ.get("POD_NAME")
     if not pod_name:
         return None
+    if compat.fallback_problem(compat.Feature.POD_DELETION_COST) is not None:
+        return None  # the warning names the reason
     namespace = os.environ.get("POD_NAMESPACE") or (
         NAMESPACE_FILE.read_text().strip() if NAMESPACE_FILE.exists() else "default"
     )

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sluice.stack.api import AirflowApi
 from sluice.stack.config import StackConfig
 from sluice.stack.local import LocalStack
 from sluice.stack.processes import Proc
 from sluice.stack.services import free_port
 
+from tests.support.airflow_api import AdminApi
 from tests.support.postgres import fresh_database
 
 HERE = Path(__file__).parent
@@ -45,7 +45,7 @@ TEST_RECOVERY = {
 @dataclass
 class Running:
     stack: LocalStack
-    api: AirflowApi
+    api: AdminApi
     db_url: str
     up_seconds: float
 
@@ -69,7 +69,7 @@ class Running:
         return None
 
     def worker_proc(self, worker: str) -> Proc:
-        return next(p for p in self.stack.state().workers() if p.extra["worker"] == worker)
+        return next(p for p in self.stack.state().workers() if p.worker_name == worker)
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +103,7 @@ def started_stack(
             stack.up(config, progress=print)
             up_seconds = time.monotonic() - started
             print(f"local stack healthy in {up_seconds:.1f} s")
-            api = AirflowApi(config.api_url, "admin", stack.secrets().admin_password)
+            api = AdminApi(config.api_url, "admin", stack.secrets().admin_password)
             for dag_id in probes:
                 api.wait_for_dag(dag_id)
                 api.unpause(dag_id)
@@ -115,7 +115,7 @@ def started_stack(
             assert not leftovers, f"sluice down left {leftovers} running"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_stack(pg_server, stack_dags: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """The autoscaled stack most tests share."""
     home = tmp_path_factory.mktemp("stack") / "stack"

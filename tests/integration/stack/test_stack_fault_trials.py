@@ -59,7 +59,7 @@ def test_down_lets_the_tasks_of_a_restarted_worker_finish(trial_stack: Running, 
     stack."""
 
     def default_workers() -> list:
-        return [p for p in trial_stack.stack.state().workers() if p.extra["worker"].startswith("default-")]
+        return [p for p in trial_stack.stack.state().workers() if p.worker_name.startswith("default-")]
 
     (old,) = default_workers()
     os.killpg(old.pid, signal.SIGKILL)  # idle: nothing is lost; the supervisor starts a new worker of its pool

@@ -13,6 +13,7 @@ import signal
 import pytest
 
 from tests.integration.stack.conftest import RUN_BOUND, Running
+from tests.support.stack import restart
 
 pytestmark = pytest.mark.integration
 KILLS = 3
@@ -70,7 +71,7 @@ def test_runs_finish_when_redis_restarts_mid_run(local_stack: Running) -> None:
     run_id = local_stack.api.trigger("probe_sleep", {"seconds": [3] * 6})
     local_stack.wait_for(lambda: local_stack.running_ti("probe_sleep", run_id, "nap"), "a task running")
     old = local_stack.stack.state().find("redis")
-    new = local_stack.stack.restart("redis", signal.SIGTERM)
+    new = restart(local_stack.stack, "redis", signal.SIGTERM)
     assert old is not None and new.pid != old.pid
     assert local_stack.api.wait_for_run("probe_sleep", run_id, RUN_BOUND)["state"] == "success"
     _all_succeeded(local_stack, "probe_sleep", run_id)
@@ -81,7 +82,7 @@ def test_runs_finish_when_the_scheduler_is_killed_and_restarted(local_stack: Run
     PENDING, not STARTED, in Celery's result backend, which Airflow adopts alike (one try, not a re-run)."""
     run_id = local_stack.api.trigger("probe_chain")
     local_stack.wait_for(lambda: local_stack.running_ti("probe_chain", run_id, "step_1"), "step_1 running")
-    local_stack.stack.restart("scheduler", signal.SIGKILL)
+    restart(local_stack.stack, "scheduler", signal.SIGKILL)
     assert local_stack.api.wait_for_run("probe_chain", run_id, RUN_BOUND)["state"] == "success"
     _all_succeeded(local_stack, "probe_chain", run_id)
     tries = {t["task_id"]: t["try_number"] for t in local_stack.api.task_instances("probe_chain", run_id)}

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sluice import demo
 from sluice.platform import load_platform
 from sluice.scaling import pool_load_sql
 from sluice.stack.config import tuning_settings
+from sluice.worker.report import Patched, PatchState
 from sluice_steps import synth
 
 from tests.integration.stack.conftest import HERE, RUN_BOUND, Running
@@ -53,6 +55,8 @@ def pipeline_run(local_stack: Running) -> tuple[str, dict, LoadSampler]:
         # so unpausing it does not start a second pipeline run next to ours.
         api = local_stack.api
         dag = api.wait_for_dag("ml_training_pipeline")
+        # Its sources, where the stack's DAGs look (what `sluice demo --stack` prepares from the DAG's declaration).
+        demo.prepare("ml_training_pipeline", demo.declared(Path(dag["fileloc"])), local_stack.stack.home / "demo-data")
         run_id = api.trigger("ml_training_pipeline", logical_date=dag["next_dagrun_logical_date"])
         api.unpause("ml_training_pipeline")
         run = api.wait_for_run("ml_training_pipeline", run_id, 600)
@@ -191,7 +195,7 @@ def test_every_worker_runs_sluices_patches_and_says_so(local_stack: Running) -> 
     them at start, logs one line saying so, and `sluice status` shows them."""
     status = local_stack.stack.wait_healthy()
     workers = [c for c in status.components if c.kind == "worker" and c.alive]
-    active = {"dag-cache": "active", "exit-wakeup": "active", "start-heartbeat": "active"}
+    active = {name: PatchState(Patched.ACTIVE) for name in ("dag-cache", "exit-wakeup", "start-heartbeat")}
     assert workers and all(c.patches == active for c in workers), [(c.name, c.patches) for c in workers]
     for worker in workers:
         log = Path(worker.log).read_text()

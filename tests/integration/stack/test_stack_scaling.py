@@ -10,9 +10,7 @@ pytestmark = pytest.mark.integration
 
 
 def _serving(local_stack: Running, pool: str) -> list[str]:
-    return [
-        p.extra["worker"] for p in local_stack.stack.state().workers(pool) if p.alive() and not p.extra.get("draining")
-    ]
+    return [p.worker_name for p in local_stack.stack.state().workers(pool) if p.alive() and not p.draining]
 
 
 def test_highmem_pool_scales_from_zero_and_back_to_zero(local_stack: Running) -> None:

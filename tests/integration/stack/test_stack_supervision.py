@@ -24,9 +24,11 @@ import pytest
 import redis
 from sluice.stack.config import StackConfig
 from sluice.stack.errors import StackError
-from sluice.stack.local import LocalStack, celery_hostname
+from sluice.stack.local import LocalStack
 from sluice.stack.processes import Proc
 from sluice.stack.services import free_port
+from sluice.stack.status import HEALTHY
+from sluice.stack.workers import celery_hostname
 
 from tests.integration.stack.conftest import HERE, RUN_BOUND, Running, started_stack
 
@@ -51,7 +53,8 @@ def _restarted(stack: Running, old: Proc) -> Proc | None:
     """What the supervisor started in place of ``old``: the same component again, or for a worker a new
     worker of its pool that replaces it."""
     for proc in stack.stack.state().procs:
-        same = proc.name == old.name or (old.kind == "worker" and proc.extra.get("replaces") == old.extra["worker"])
+        replaces = proc.worker.replaces if proc.worker is not None else None
+        same = proc.name == old.name or (old.worker is not None and replaces == old.worker.name)
         if same and proc.pid != old.pid and proc.alive():
             return proc
     return None
@@ -72,12 +75,12 @@ def test_a_worker_killed_with_its_group_mid_run_is_started_again(plain_stack: Ru
     worker = _worker(plain_stack)
     os.killpg(worker.pid, signal.SIGKILL)
     new = plain_stack.wait_for(lambda: _restarted(plain_stack, worker), "the worker restarted", 60)
-    assert new.extra["restarts"] == 1 and new.extra["last_exit"].split(" ", 2)[1] == worker.extra["worker"]
+    assert new.restarts == 1 and new.last_exit.split(" ", 2)[1] == worker.worker_name
     _terminal(plain_stack, "probe_sleep", run_id)
     status = plain_stack.stack.status()
     row = next(c for c in status.components if c.name == new.name)
-    assert (row.restarts, row.health) == (1, "healthy")
-    assert any(e["event"] == "heartbeat timeout" and "probe_sleep.nap" in e["task"] for e in status.events)
+    assert (row.restarts, row.health) == (1, HEALTHY)
+    assert any(e.event == "heartbeat timeout" and "probe_sleep.nap" in e.task for e in status.events)
 
 
 def test_a_killed_workers_children_do_not_outlive_it(plain_stack: Running) -> None:
@@ -102,7 +105,7 @@ def test_tasks_a_dead_worker_had_taken_but_not_started_run_after_the_queued_time
     for child in pool_processes:
         child.suspend()
     run_id = plain_stack.api.trigger("probe_four")
-    node = celery_hostname(worker.extra["worker"])
+    node = celery_hostname(worker.worker_name)
     inspect = plain_stack.stack.celery().control.inspect(destination=[node], timeout=1)
 
     def taken() -> int:
@@ -117,7 +120,7 @@ def test_tasks_a_dead_worker_had_taken_but_not_started_run_after_the_queued_time
     _terminal(plain_stack, "probe_four", run_id)
     print(f"tasks held by the dead worker ran {time.monotonic() - started:.0f} s after the kill")
     events = plain_stack.stack.status().events
-    assert any(e["event"] == "stuck in queued reschedule" and "probe_four" in e["task"] for e in events), events
+    assert any(e.event == "stuck in queued reschedule" and "probe_four" in e.task for e in events), events
 
 
 def _waiting_messages(broker: redis.Redis) -> list[str]:
@@ -139,8 +142,8 @@ def _in_append_only_file(data_dir: Path, task_ids: list[str]) -> bool:
 
 def test_a_redis_killed_with_messages_waiting_is_restarted_and_loses_none(plain_stack: Running) -> None:
     redis_proc = plain_stack.stack.state().find("redis")
-    assert redis_proc is not None
-    broker = redis.Redis(port=int(redis_proc.extra["port"]))
+    assert redis_proc is not None and redis_proc.port is not None
+    broker = redis.Redis(port=redis_proc.port)
     run_id = plain_stack.api.trigger("probe_sleep", {"seconds": [5] * 10})  # 4 run, 6 wait in Redis
     waiting = plain_stack.wait_for(
         lambda: (ids := _waiting_messages(broker)) and len(ids) >= 4 and ids, "4 messages waiting in Redis"
@@ -155,7 +158,7 @@ def test_a_redis_killed_with_messages_waiting_is_restarted_and_loses_none(plain_
     plain_stack.wait_for(lambda: _restarted(plain_stack, redis_proc), "Redis restarted", 60)
     _terminal(plain_stack, "probe_sleep", run_id)
     # Lost messages would still end the run, but only once the scheduler re-queues their tasks (queued timeout).
-    requeued = [e for e in plain_stack.stack.status().events if e["run"] == run_id and "stuck in queued" in e["event"]]
+    requeued = [e for e in plain_stack.stack.status().events if e.run == run_id and "stuck in queued" in e.event]
     assert requeued == [], f"messages waiting in Redis were lost with it: {requeued}"
 
 
@@ -164,11 +167,11 @@ def test_status_shows_a_dag_file_that_does_not_import(plain_stack: Running) -> N
     broken.write_text("from airflow.sdk import DAG\n\ndef broken(:\n    pass\n")
     try:
         errors = plain_stack.wait_for(
-            lambda: [e for e in plain_stack.stack.status().import_errors if "broken_probe.py" in e[0]],
+            lambda: [e for e in plain_stack.stack.status().import_errors if "broken_probe.py" in e.where],
             "the import error to reach `sluice status`",
             90,
         )
-        assert "SyntaxError" in errors[0][1], errors
+        assert "SyntaxError" in errors[0].error, errors
         out = subprocess.run(
             [SLUICE, "status", "--home", str(plain_stack.stack.home)], capture_output=True, text=True, timeout=120
         )

@@ -1,11 +1,16 @@
-"""A stand-in for the Kubernetes API server (none can run here), for the pods Airflow creates at run time.
+"""A mock of the Kubernetes API server (none can run here: no cluster), for the pods Airflow creates at run time.
+The one fake API of the tests: the chart runtime (tests/chart_runtime) and the kubernetes launcher's tests
+(tests/launchers) both use it, and each test that does says it talks to a mock of the Kubernetes API.
 
 The chart's KubernetesExecutor (tasks on the kubernetes queue) and the kubernetes launcher (ML steps as pods)
 create, watch, read, label and delete pods through the cncf.kubernetes provider; the api-server reads a running
 KubernetesExecutor task's log. This server keeps those pods and hands each new one to the test's kubelet
-(``tests.chart_runtime.kubelet``), which runs it (as local processes; a step pod in the built step image, through
-the container engine) and reports its phase back; watchers get ADDED/MODIFIED/DELETED events as a real API server
-sends them. Discovery, the version and an empty event list are answered too; anything else is a 404 naming the path.
+(``on_create``: the chart runtime's ``tests.chart_runtime.kubelet`` runs it as local processes or in the built step
+image; the launcher tests' ``tests.launchers.scripted_kubelet`` gives it the status its scenario names), which
+reports its phase back (``set_status``); watchers get ADDED/MODIFIED/DELETED events as a real API server sends
+them. Discovery, the version and an empty event list are answered too; anything else is a 404 naming the path.
+Every request is recorded (``requests``, ``calls(method)``), and an exception in this server is kept in ``errors``
+(a bug here shows in the test's output, not as a dropped connection).
 
 Every request is authenticated and authorized as a real API server with RBAC does it:
 - a pod gets credentials only as the kubelet mounts a ServiceAccount token: ``credentials`` gives a pod a
@@ -38,16 +43,15 @@ import re
 import secrets
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
-
-from tests.chart_runtime.kubelet import Objects, PodError
 
 POD_PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+))?(?P<log>/log)?$")
 EVENTS_PATH = re.compile(r"^/api/v1/(?:namespaces/[^/]+/)?events$")
@@ -71,6 +75,27 @@ DISCOVERY = {
     "/version": {"major": "1", "minor": "35", "gitVersion": "v1.35.0-sluice-stand-in"},
 }
 WATCH_SECONDS = 30.0
+
+
+class Objects(Protocol):
+    """The install's objects the server authorizes by (ServiceAccounts, Roles, RoleBindings and their cluster-wide
+    kinds), read at each request: the chart runtime's ``Objects``, or ``Manifests`` over a list."""
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]: ...
+
+
+class Manifests:
+    """``Objects`` over a list of manifests (edit the list, or a manifest in it, as ``kubectl apply`` would)."""
+
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self.docs = docs
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+
+class ServiceAccountMissing(LookupError):
+    """A pod names a ServiceAccount the install does not hold (what the kubelet reports as FailedCreate)."""
 
 
 def selector_matches(labels: dict[str, str], selector: str) -> bool:
@@ -306,9 +331,24 @@ class KubeApi(ThreadingHTTPServer):
         self.tokens: dict[str, tuple[str, str]] = {}  # bearer token -> (namespace, ServiceAccount)
         self.admin_token = f"stand-in-admin.{secrets.token_hex(16)}"
         self.refused: list[Refusal] = []
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
+        self.errors: list[str] = []  # tracebacks of this server's own failures
         self.authorized: Counter[str] = Counter()  # user -> requests let through
         self._expected: list[list[Refusal]] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def calls(self, method: str) -> list[str]:
+        """The paths of the requests made with ``method``, in order."""
+        with self.changed:
+            return [path for m, path in self.requests if m == method]
+
+    def clear(self) -> None:
+        """Forget every pod and request (a module-scoped server between tests); its objects and tokens stay."""
+        with self.changed:
+            self.pods.clear()
+            self.created.clear()
+            self.requests.clear()
+            self.refused.clear()
 
     @property
     def url(self) -> str:
@@ -364,7 +404,7 @@ class KubeApi(ThreadingHTTPServer):
         name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         account = self.service_account(namespace, name)
         if account is None:
-            raise PodError(
+            raise ServiceAccountMissing(
                 f'FailedCreate: error looking up service account {namespace}/{name}: serviceaccount "{name}" not found'
             )
         automount = spec.get("automountServiceAccountToken", account.get("automountServiceAccountToken", True))
@@ -575,6 +615,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> None:
         url = urlparse(self.path)
         query = parse_qs(url.query)
+        with self.server.changed:
+            self.server.requests.append((method, url.path))
         body = self._body()  # read before any answer: the connection is kept alive for the next request
         identity = self._authorized(method, url.path, query)
         if identity is None:
@@ -615,6 +657,13 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.changed:
             pod = copy.deepcopy(self.server.pods.get(name))
         return self._send(200, pod) if pod else self._not_found(f"pod {name} not found")
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except Exception as exc:  # a bug here must show up in the test output, not as a dropped connection
+            self.server.errors.append("".join(traceback.format_exception(exc)))
+            raise
 
     def do_GET(self) -> None:
         self._route("GET")

@@ -1,0 +1,162 @@
+"""What the sharded pipeline learns from: no held-out row reaches a training step, and a missing amount is imputed
+like any missing value (not taken for an amount of 0).
+
+The steps run in this process (their ``run`` functions, as ``bench/scale.py``'s single process calls them) over
+real generated shards; the routing between them is the DAG's own task functions (dags/sharded_training.py), so
+the test covers the wiring that decides which shard is held out, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sluice_steps import synth
+from sluice_steps.contract import StepContext
+from sluice_steps.shards import CATEGORY, FEATURES, ID, LABEL, LOG_SKEWED, SKEWED, Stats
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def call_step(step: str, prefix: Path, inputs: dict[str, Any], outputs: dict[str, str], **params: Any) -> StepContext:
+    """One step's ``run`` in this process, with the params its spec does not set taken from the spec."""
+    module = importlib.import_module(f"sluice_steps.{step}")
+    ctx = StepContext(
+        step=step,
+        inputs=inputs,
+        outputs={name: str(prefix / filename) for name, filename in outputs.items()},
+        params=params,
+        result_uri=str(prefix / "_result.json"),
+        prefix=str(prefix),
+        spec=module.SPEC,
+    )
+    module.run(ctx)
+    return ctx
+
+
+def ids_in(uris: list[str]) -> set[int]:
+    return {int(i) for uri in uris for i in pq.read_table(uri, columns=[ID]).column(ID).to_numpy()}
+
+
+@pytest.fixture(scope="module")
+def dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "sharded_training.py"))
+    assert bag.import_errors == {}
+    return bag.dags["sharded_training"]
+
+
+def test_no_held_out_row_reaches_a_training_input(dag: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    synth.generate(str(data), rows=20_000, shard_rows=4_000)  # 5 shards: 1 held out at the default 0.2
+    raw = sorted(str(path) for path in data.glob("*.parquet"))
+    ingested = [
+        call_step("ingest_shard", tmp_path / f"ingest/{i}", {"shard": uri}, {"clean": "c.parquet", "stats": "s.json"})
+        for i, uri in enumerate(raw)
+    ]
+    task = {task_id: dag.get_task(task_id).python_callable for task_id in ("split", "per_shard", "roles")}
+    split = task["split"](
+        clean=[c.outputs["clean"] for c in ingested],
+        parts=[c.outputs["stats"] for c in ingested],
+        holdout_fraction=dag.params["holdout_fraction"],
+    )
+    held_out_raw = [uri for uri, shard in zip(raw, split["shards"], strict=True) if shard["held_out"]]
+    assert len(held_out_raw) == 1 and held_out_raw[0] == raw[-1]
+    held_out_ids = ids_in(held_out_raw)
+
+    merged = call_step("merge_stats", tmp_path / "stats", {"parts": split["train_parts"]}, {"stats": "stats.json"})
+    training_rows = sum(
+        pq.read_metadata(c.outputs["clean"]).num_rows
+        for c, s in zip(ingested, split["shards"], strict=True)
+        if not s["held_out"]
+    )
+    assert merged.metrics["rows"] == training_rows, (
+        "the statistics (the features' transform) cover the training shards only"
+    )
+
+    sample_rows = 2_000
+    plans = task["per_shard"](
+        shards=split["shards"], stats=merged.outputs["stats"], batch_rows=1024, sample_rows=sample_rows
+    )
+    featurized = [
+        call_step(
+            "featurize_shard",
+            tmp_path / f"featurize/{i}",
+            plan["inputs"],
+            {"features": "features.parquet", "sample": "sample.parquet"},
+            **plan["step_params"],
+        )
+        for i, plan in enumerate(plans)
+    ]
+    routed = task["roles"](
+        shards=split["shards"],
+        features=[f.outputs["features"] for f in featurized],
+        samples=[f.outputs["sample"] for f in featurized],
+    )
+    # What the training steps are given: train_sgd's shards, the candidates' sample (train_sample), nothing else.
+    assert ids_in(routed["holdout"]) == held_out_ids, "every held-out row is evaluated on"
+    assert not ids_in(routed["train"]) & held_out_ids
+    sample = ids_in(routed["samples"])
+    assert not sample & held_out_ids
+    assert 0.8 * sample_rows < len(sample) <= 1.2 * sample_rows, "sample_rows drawn from the training rows"
+    # Belt and braces: a held-out shard's own sample output holds no row, whoever reads it.
+    held_out_samples = [f.outputs["sample"] for f, s in zip(featurized, split["shards"], strict=True) if s["held_out"]]
+    assert [pq.read_metadata(uri).num_rows for uri in held_out_samples] == [0]
+
+    candidate = dag.params["candidates"][0]
+    trained = call_step(
+        "train_sample",
+        tmp_path / "train_sample",
+        {"sample": routed["samples"], "holdout": routed["holdout"]},
+        {"model": "model.joblib", "evaluation": "evaluation.json"},
+        **candidate,
+        max_rows=sample_rows * 2,
+    )
+    assert trained.metrics["rows"] == len(sample)
+
+
+def test_a_missing_amount_is_imputed_not_taken_for_an_amount_of_zero(tmp_path: Path) -> None:
+    amounts = [None, 0.0, 10.0, 100.0, None, 1.0]
+    rows = len(amounts)
+    shard = tmp_path / "shard.parquet"
+    rng = np.random.default_rng(0)
+    pq.write_table(
+        pa.table(
+            {
+                ID: pa.array(range(rows), pa.int64()),
+                CATEGORY: pa.array(["r00"] * rows, pa.string()),
+                SKEWED: pa.array(amounts, pa.float64()),
+                **{name: pa.array(rng.normal(size=rows)) for name in FEATURES},
+                LABEL: pa.array([0, 1] * (rows // 2), pa.int8()),
+            }
+        ),
+        shard,
+    )
+    ingested = call_step(
+        "ingest_shard", tmp_path / "ingest", {"shard": str(shard)}, {"clean": "c.parquet", "stats": "s.json"}
+    )
+    clean = pq.read_table(ingested.outputs["clean"]).column(LOG_SKEWED).to_pylist()
+    assert clean[0] is None and clean[4] is None, "a missing amount stays missing"
+    assert clean[1] == 0.0 and clean[2] == pytest.approx(np.log1p(10.0))
+    stats = Stats.from_json(json.loads(Path(ingested.outputs["stats"]).read_text()))
+    assert (stats.columns[LOG_SKEWED].nulls, stats.columns[LOG_SKEWED].count) == (2, 4)
+
+    featurized = call_step(
+        "featurize_shard",
+        tmp_path / "featurize",
+        {"clean": ingested.outputs["clean"], "stats": ingested.outputs["stats"]},
+        {"features": "features.parquet", "sample": "sample.parquet"},
+    )
+    features = pq.read_table(featurized.outputs["features"])
+    logged = features.column(LOG_SKEWED).to_pylist()
+    missing = features.column(f"{SKEWED}_missing").to_pylist()
+    assert [logged[0], logged[4]] == [0.0, 0.0], "imputed with the mean (0 once standardized), like f03 or f07"
+    assert logged[1] < 0, "a real amount of 0 is below the mean, not imputed"
+    assert missing == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
