@@ -670,13 +670,10 @@ def pool_load_problem(conn: Any) -> str | None:
     import sqlalchemy as sa
 
     found = versions_problem(Feature.POOL_LOAD)
-    if found is None:
-        inspector = sa.inspect(conn)
-        present = (
-            {column["name"] for column in inspector.get_columns("task_instance")}
-            if inspector.has_table("task_instance")
-            else set()
-        )
+    inspector = sa.inspect(conn)
+    # No task_instance table at all is an unmigrated database, not a changed schema: the caller says so.
+    if found is None and inspector.has_table("task_instance"):
+        present = {column["name"] for column in inspector.get_columns("task_instance")}
         missing = [column for column in TASK_INSTANCE_COLUMNS if column not in present]
         if missing:
             found = f"the metadata DB's task_instance table has no column {', '.join(missing)}"
