@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sluice.embedded import write_local_settings
@@ -118,11 +119,25 @@ def _save(home: StackHome, state: StackState) -> None:
         home.state_file.write(state)
 
 
+@dataclass(frozen=True)
+class _Server:
+    """A service the stack starts itself where none answers at the URL it was given."""
+
+    what: str  # as the user knows it: PostgreSQL, Redis
+    option: str  # the `sluice up` option that names its URL
+    folder: str  # its data under <home>/services/
+    start: Callable[[Path, int, dict[str, str]], services.Endpoint]
+
+
+_POSTGRES = _Server("PostgreSQL", "--db-url", "postgres", services.start_postgres)
+_REDIS = _Server("Redis", "--broker-url", "redis", services.start_redis)
+
+
 def _database(home: StackHome, url: str, state: StackState, env: dict[str, str], progress: Progress) -> str:
     if services.postgres_answers(url):
         services.ensure_database(url)
         return url
-    found = _throwaway(home, state, env, progress, ("PostgreSQL", "--db-url", url, state.config.fallback_db))
+    found = _throwaway(home, state, env, progress, _POSTGRES, url, state.config.fallback_db)
     db_url = services.with_database(found.url, services.database_name(url) or "sluice")
     services.ensure_database(db_url)
     return db_url
@@ -131,25 +146,27 @@ def _database(home: StackHome, url: str, state: StackState, env: dict[str, str],
 def _broker(home: StackHome, url: str, state: StackState, env: dict[str, str], progress: Progress) -> str:
     if services.redis_answers(url):
         return url
-    return _throwaway(home, state, env, progress, ("Redis", "--broker-url", url, state.config.fallback_broker)).url
+    return _throwaway(home, state, env, progress, _REDIS, url, state.config.fallback_broker).url
 
 
 def _throwaway(
-    home: StackHome, state: StackState, env: dict[str, str], progress: Progress, wanted: tuple[str, str, str, bool]
+    home: StackHome,
+    state: StackState,
+    env: dict[str, str],
+    progress: Progress,
+    server: _Server,
+    url: str,
+    allowed: bool,
 ) -> services.Endpoint:
     """A server of our own where none answers at the URL given (allowed only when that URL was not passed
     explicitly: a stack must not silently ignore the database or broker its user named)."""
-    what, option, url, allowed = wanted
     if not allowed:
         raise StackError(
-            f"no {what} answers at {redacted(url)} ({option}): start it or fix the URL; "
-            f"without {option}, `sluice up` starts a throwaway server when none answers"
+            f"no {server.what} answers at {redacted(url)} ({server.option}): start it or fix the URL; "
+            f"without {server.option}, `sluice up` starts a throwaway server when none answers"
         )
-    progress(f"no {what} answers at {url.split('@')[-1]}: starting a throwaway server")
-    start = services.start_postgres if what == "PostgreSQL" else services.start_redis
-    endpoint = start(
-        home.home / "services" / ("postgres" if what == "PostgreSQL" else "redis"), services.free_port(), env
-    )
+    progress(f"no {server.what} answers at {url.split('@')[-1]}: starting a throwaway server")
+    endpoint = server.start(home.home / "services" / server.folder, services.free_port(), env)
     if endpoint.proc is not None:
         state.procs.append(endpoint.proc)
     return endpoint
