@@ -5,7 +5,9 @@ list_shards → ingest[shard] → split → stats (reduce, training shards) → 
     roles → train_sample[candidate] (on a sample) ──────────────┘ held-out shards → champion → score[shard]
 
 The held-out shards are chosen once (``split``, before anything is learnt): the statistics come from the training
-shards only and a held-out shard draws no sample, so no held-out row reaches a training step.
+shards only and a held-out shard draws no sample, so no held-out row reaches a training step. ``ingest`` validates
+each raw shard and outputs its statistics only; ``featurize`` reads the raw shard again and cleans it by the same
+rule (``sluice_steps.clean``), which costs less than writing a clean copy and reading it back.
 
 The source is a folder (or ``s3://`` prefix) of Parquet shards; ``list_shards`` lists it when the run starts,
 so the number of mapped instances follows the data, not the code. Each shard step streams record batches
@@ -97,15 +99,19 @@ with DAG(
         return [{"shard": fs.unstrip_protocol(file)} for file in files]
 
     @task(multiple_outputs=True)
-    def split(clean: Sequence[str], parts: Sequence[str], holdout_fraction: float) -> dict[str, list[Any]]:
-        """The last shards are held out for evaluation, at least one each side: each clean shard with its role,
-        and the statistics of the training shards (what the features' transform and the sample are drawn from)."""
-        shards, stats = listed(clean), listed(parts)
-        if len(shards) < 2:
-            raise ValueError(f"{len(shards)} shard(s): holding shards out needs at least 2; make more, smaller shards")
-        train = len(shards) - min(len(shards) - 1, max(1, round(len(shards) * holdout_fraction)))
+    def split(shards: Sequence[dict[str, str]], parts: Sequence[str], holdout_fraction: float) -> dict[str, list[Any]]:
+        """The last shards are held out for evaluation, at least one each side: each raw shard (ingest validated
+        it; featurize cleans it again by the same rule, so no clean copy is kept) with its role, and the statistics
+        of the training shards (what the features' transform and the sample are drawn from). ``parts`` is ingest's
+        stats, in ``shards``' order (ingest is mapped over them)."""
+        raw, stats = [entry["shard"] for entry in listed(shards)], listed(parts)
+        if len(raw) < 2:
+            raise ValueError(f"{len(raw)} shard(s): holding shards out needs at least 2; make more, smaller shards")
+        if len(stats) != len(raw):
+            raise ValueError(f"{len(raw)} shards but {len(stats)} statistics: ingest ran over another listing")
+        train = len(raw) - min(len(raw) - 1, max(1, round(len(raw) * holdout_fraction)))
         return {
-            "shards": [{"clean": uri, "held_out": index >= train} for index, uri in enumerate(shards)],
+            "shards": [{"shard": uri, "held_out": index >= train} for index, uri in enumerate(raw)],
             "train_parts": stats[:train],
         }
 
@@ -114,7 +120,7 @@ with DAG(
         """featurize's arguments per shard: a held-out shard draws no sample."""
         return [
             {
-                "inputs": {"clean": shard["clean"], "stats": stats},
+                "inputs": {"shard": shard["shard"], "stats": stats},
                 "step_params": {"batch_rows": batch_rows, "sample_rows": sample_rows, "held_out": shard["held_out"]},
             }
             for shard in shards
@@ -139,17 +145,16 @@ with DAG(
     def to_score(features: Sequence[str], model: str) -> list[dict[str, str]]:
         return [{"features": uri, "model": model} for uri in listed(features)]
 
+    sources = list_shards(source="{{ params.source }}")
     ingest = MLStepOperator.partial(
         task_id="ingest",
         image="ml-steps",
         command=[*STEP, "ingest_shard"],
-        outputs={"clean": "clean.parquet", "stats": "stats.json"},
+        outputs={"stats": "stats.json"},  # no clean copy: featurize re-cleans the raw shard
         step_params={"batch_rows": BATCH_ROWS},
         # Each shard is an input, fingerprinted by its bytes: a shard replaced under the same name runs again.
-    ).expand(inputs=list_shards(source="{{ params.source }}"))
-    split_shards = split(
-        clean=ingest.output["clean"], parts=ingest.output["stats"], holdout_fraction="{{ params.holdout_fraction }}"
-    )
+    ).expand(inputs=sources)
+    split_shards = split(shards=sources, parts=ingest.output["stats"], holdout_fraction="{{ params.holdout_fraction }}")
     stats = MLStepOperator(
         task_id="stats",
         image="ml-steps",

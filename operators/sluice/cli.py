@@ -108,8 +108,17 @@ def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -
 
     airflow_home = embedded.configure(dags_folder=dags_folder)
     launcher = os.environ.get("SLUICE_LAUNCHER", "local")
-    console.print(f"[bold]Sluice demo[/] · {dag_id} · Airflow home {airflow_home} · launcher {launcher} · SQLite")
-    from sluice import demo, runs
+    from sluice import demo, embedded_run, runs
+
+    try:
+        at_once = embedded_run.parallelism()
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    tasks = "one task at a time" if at_once == 1 else f"up to {at_once} tasks at once"
+    console.print(
+        f"[bold]Sluice demo[/] · {dag_id} · Airflow home {airflow_home} · launcher {launcher} · SQLite · {tasks}"
+    )
 
     try:
         runs.require_steps_package()
@@ -128,6 +137,11 @@ def _run_embedded(dag_id: str, run_conf: dict[str, object], dags_folder: Path) -
         except RuntimeError as exc:
             console.print(f"[red]{escape(str(exc.args[0] if exc.args else exc))}[/]", soft_wrap=True)
             raise typer.Exit(2) from None
+        finally:
+            from sluice.launchers.warm import stop_runners
+            from sluice.platform import sluice_home
+
+            stop_runners(sluice_home())  # the demo's steps are done: its warm runner need not idle on
 
 
 # dag.test() logs "No tasks to run. unrunnable tasks: ..." once a second while a task waits for its retry: the demo's

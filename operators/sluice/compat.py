@@ -29,13 +29,15 @@ launcher records its own kill).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
+import importlib
 import importlib.metadata
 import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,7 @@ class Feature(enum.Enum):
     KUBERNETES_POD_SPEC = "the step pod built offline (sluice pod-spec, the container launcher)"
     POOL_LOAD = "pool load: the pool-load index and the local autoscaler"
     POD_DELETION_COST = "worker pod deletion cost"
+    DAG_TEST_POLL = "embedded runs: dag.test's wait between scheduling passes"
 
     def __str__(self) -> str:
         return self.value
@@ -353,6 +356,12 @@ def _probe_status_tables() -> None:
             raise Missing(f"Airflow's {table.name} table has no column {', '.join(missing)}")
 
 
+def _probe_dag_test_sleep() -> None:
+    code = inspect.unwrap(importlib.import_module("airflow.sdk.definitions.dag").DAG.test).__code__
+    if "time" not in code.co_varnames or "sleep" not in code.co_names or 1 not in code.co_consts:
+        raise Missing("DAG.test no longer waits between its scheduling passes with time.sleep(1)")
+
+
 ENTRIES: tuple[Private, ...] = (
     Private(
         "airflow.sdk.execution_time.supervisor.ActivitySubprocess._monitor_subprocess",
@@ -500,6 +509,14 @@ ENTRIES: tuple[Private, ...] = (
         "tasks finish)",
         _probe_active_requests,
     ),
+    Private(
+        "airflow.sdk.definitions.dag.DAG.test: its time.sleep(1) between scheduling passes",
+        "dag.test()'s one-second wait whenever no task is ready to queue (use_executor=True: while tasks run)",
+        Feature.DAG_TEST_POLL,
+        (TASK_SDK,),
+        "stock: each wait is 1 s, so each task a running one unblocks is queued up to 1 s later",
+        _probe_dag_test_sleep,
+    ),
 )
 
 
@@ -595,6 +612,33 @@ def bundle_dag_bag_module() -> Any:
     from airflow.dag_processing import dagbag
 
     return dagbag
+
+
+@contextlib.contextmanager
+def dag_test_waits(wait: Callable[[float], None]) -> Iterator[bool]:
+    """While inside, the ``time.sleep(1)`` with which ``DAG.test`` (on this thread) waits between scheduling
+    passes calls ``wait(1)`` instead: the embedded run wakes it when a task ends rather than a second later.
+    Every other sleep, and any on another thread, is left alone. Yields whether it took (with a problem the
+    wait stays stock, after one warning)."""
+    if fallback_problem(Feature.DAG_TEST_POLL) is not None:
+        yield False
+        return
+    import threading
+    import time
+
+    sleep, runner = time.sleep, threading.get_ident()
+
+    def waits(seconds: float) -> None:
+        if seconds == 1 and threading.get_ident() == runner:
+            wait(seconds)
+        else:
+            sleep(seconds)
+
+    time.sleep = waits  # type: ignore[assignment]
+    try:
+        yield True
+    finally:
+        time.sleep = sleep
 
 
 @functools.cache

@@ -168,8 +168,17 @@ def run_dag(
 
 
 def run_loaded(dag: Any, conf: dict[str, Any] | None = None, logical_date: datetime | None = None) -> RunOutcome:
-    """Run a DAG ``load_dag`` returned with ``dag.test()`` (steps as local processes) and read the run back."""
-    dr = dag.test(run_conf=conf) if logical_date is None else dag.test(run_conf=conf, logical_date=logical_date)
+    """Run a DAG ``load_dag`` returned with ``dag.test()`` (steps as local processes) and read the run back: its
+    independent tasks side by side up to the cores (``sluice.embedded_run``), or one at a time where that does not
+    apply (``SLUICE_PARALLELISM=1``, one core)."""
+    from sluice import embedded_run
+
+    if embedded_run.side_by_side(dag):
+        dr = embedded_run.run(dag, conf, logical_date)
+    elif logical_date is None:
+        dr = dag.test(run_conf=conf)
+    else:
+        dr = dag.test(run_conf=conf, logical_date=logical_date)
     return collect(dag.dag_id, dr.run_id)
 
 

@@ -92,6 +92,6 @@ def test_demo_runs_the_sharded_pipeline_with_one_instance_per_shard_and_scores_e
     (run,) = (home / "artifacts" / "sharded_training").iterdir()
     stats = json.loads((run / "stats" / "stats.json").read_text())
     scored = [pq.read_metadata(path).num_rows for path in sorted(run.glob("score/*/scores.parquet"))]
-    clean = [pq.read_metadata(path).num_rows for path in sorted(run.glob("ingest/*/clean.parquet"))]
+    clean = [json.loads(path.read_text())["rows"] for path in sorted(run.glob("ingest/*/stats.json"))]
     assert len(clean) == 3 and len(scored) == 3 and sum(scored) == sum(clean), "every clean row scored exactly once"
     assert stats["rows"] == sum(clean[:2]), "the statistics come from the training shards only (the last is held out)"

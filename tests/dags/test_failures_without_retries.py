@@ -28,9 +28,10 @@ def _db(airflow_db: Path) -> None:
 
 
 def task_log(capfd: pytest.CaptureFixture[str]) -> str:
-    """``dag.test()`` runs tasks in this process and writes their log to stdout/stderr."""
+    """The embedded run's task logs reach this process's stdout/stderr (through the LocalExecutor's supervisors,
+    which print an exception's text as a repr: quotes escaped)."""
     out, err = capfd.readouterr()
-    return " ".join((out + err).split())
+    return " ".join((out + err).replace("\\'", "'").split())
 
 
 def test_sharded_training_without_shards_fails_once_naming_the_command_that_makes_a_set(

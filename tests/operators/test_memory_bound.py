@@ -39,7 +39,7 @@ def test_streaming_steps_fit_the_profile_and_a_load_everything_step_is_stopped_n
             task_id="ingest",
             image="ml-steps",
             command=["sluice-step", "ingest_shard"],
-            outputs={"clean": "clean.parquet", "stats": "stats.json"},
+            outputs={"stats": "stats.json"},
             profile="bounded",
             retries=0,
         ).expand(inputs=[{"shard": uri} for uri in shards])

@@ -58,12 +58,12 @@ def test_no_held_out_row_reaches_a_training_input(dag: Any, tmp_path: Path) -> N
     synth.generate(str(data), rows=20_000, shard_rows=4_000)  # 5 shards: 1 held out at the default 0.2
     raw = sorted(str(path) for path in data.glob("*.parquet"))
     ingested = [
-        call_step("ingest_shard", tmp_path / f"ingest/{i}", {"shard": uri}, {"clean": "c.parquet", "stats": "s.json"})
+        call_step("ingest_shard", tmp_path / f"ingest/{i}", {"shard": uri}, {"stats": "s.json"})
         for i, uri in enumerate(raw)
     ]
     task = {task_id: dag.get_task(task_id).python_callable for task_id in ("split", "per_shard", "roles")}
     split = task["split"](
-        clean=[c.outputs["clean"] for c in ingested],
+        shards=[{"shard": uri} for uri in raw],  # list_shards' output, which ingest is mapped over
         parts=[c.outputs["stats"] for c in ingested],
         holdout_fraction=dag.params["holdout_fraction"],
     )
@@ -72,11 +72,7 @@ def test_no_held_out_row_reaches_a_training_input(dag: Any, tmp_path: Path) -> N
     held_out_ids = ids_in(held_out_raw)
 
     merged = call_step("merge_stats", tmp_path / "stats", {"parts": split["train_parts"]}, {"stats": "stats.json"})
-    training_rows = sum(
-        pq.read_metadata(c.outputs["clean"]).num_rows
-        for c, s in zip(ingested, split["shards"], strict=True)
-        if not s["held_out"]
-    )
+    training_rows = sum(c.metrics["rows"] for c, s in zip(ingested, split["shards"], strict=True) if not s["held_out"])
     assert merged.metrics["rows"] == training_rows, (
         "the statistics (the features' transform) cover the training shards only"
     )
@@ -139,19 +135,17 @@ def test_a_missing_amount_is_imputed_not_taken_for_an_amount_of_zero(tmp_path: P
         ),
         shard,
     )
-    ingested = call_step(
-        "ingest_shard", tmp_path / "ingest", {"shard": str(shard)}, {"clean": "c.parquet", "stats": "s.json"}
-    )
-    clean = pq.read_table(ingested.outputs["clean"]).column(LOG_SKEWED).to_pylist()
-    assert clean[0] is None and clean[4] is None, "a missing amount stays missing"
-    assert clean[1] == 0.0 and clean[2] == pytest.approx(np.log1p(10.0))
+    ingested = call_step("ingest_shard", tmp_path / "ingest", {"shard": str(shard)}, {"stats": "s.json"})
     stats = Stats.from_json(json.loads(Path(ingested.outputs["stats"]).read_text()))
-    assert (stats.columns[LOG_SKEWED].nulls, stats.columns[LOG_SKEWED].count) == (2, 4)
+    assert (stats.columns[LOG_SKEWED].nulls, stats.columns[LOG_SKEWED].count) == (2, 4), (
+        "a missing amount stays missing"
+    )
+    assert stats.columns[LOG_SKEWED].min == 0.0 and stats.columns[LOG_SKEWED].max == pytest.approx(np.log1p(100.0))
 
     featurized = call_step(
         "featurize_shard",
         tmp_path / "featurize",
-        {"clean": ingested.outputs["clean"], "stats": ingested.outputs["stats"]},
+        {"shard": str(shard), "stats": ingested.outputs["stats"]},
         {"features": "features.parquet", "sample": "sample.parquet"},
     )
     features = pq.read_table(featurized.outputs["features"])
@@ -160,3 +154,115 @@ def test_a_missing_amount_is_imputed_not_taken_for_an_amount_of_zero(tmp_path: P
     assert [logged[0], logged[4]] == [0.0, 0.0], "imputed with the mean (0 once standardized), like f03 or f07"
     assert logged[1] < 0, "a real amount of 0 is below the mean, not imputed"
     assert missing == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_featurize_drops_a_repeated_id_keeping_the_row_ingest_kept(tmp_path: Path) -> None:
+    rows = 6
+    rng = np.random.default_rng(1)
+    shard = tmp_path / "shard.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                ID: pa.array([10, 11, 12, 11, 13, 10], pa.int64()),  # 11 and 10 repeated, with other values
+                CATEGORY: pa.array(["r00", "r01", "r00", "r02", "r01", "r00"], pa.string()),
+                SKEWED: pa.array([1.0, None, 3.0, 4.0, 5.0, 6.0], pa.float64()),
+                **{name: pa.array(rng.normal(size=rows)) for name in FEATURES},
+                LABEL: pa.array([0, 1, 0, 1, 1, 0], pa.int8()),
+            }
+        ),
+        shard,
+    )
+    ingested = call_step("ingest_shard", tmp_path / "ingest", {"shard": str(shard)}, {"stats": "s.json"})
+    featurized = call_step(
+        "featurize_shard",
+        tmp_path / "featurize",
+        {"shard": str(shard), "stats": ingested.outputs["stats"]},
+        {"features": "features.parquet", "sample": "sample.parquet"},
+    )
+    features = pq.read_table(featurized.outputs["features"])
+    assert features.column(ID).to_pylist() == [10, 11, 12, 13], "each id once, in the order first seen"
+    assert features.num_rows == ingested.metrics["rows"] == rows - ingested.metrics["duplicates"]
+    assert features.column(f"{SKEWED}_missing").to_pylist() == [0.0, 1.0, 0.0, 0.0], "id 11's first row: no amount"
+    assert features.column(LABEL).to_pylist() == [0, 1, 0, 1], "the first row of each id"
+    assert f"{CATEGORY}=r02" not in features.schema.names, "r02 came only on a dropped repeat: ingest never counted it"
+
+
+class OpenCounter:
+    """Every open of a local file in ``watched``, by path: Python's ``open`` (which fsspec's local files and so
+    ``iter_batches`` and the step context use) and ``pyarrow.parquet.read_table`` (which opens a path natively)."""
+
+    def __init__(self, watched: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        import builtins
+
+        self.watched = {str(Path(uri).resolve()): uri for uri in watched}
+        self.opens: dict[str, int] = dict.fromkeys(watched, 0)
+        real_open, real_read_table = builtins.open, pq.read_table
+
+        def python_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+            self.saw(file)
+            return real_open(file, *args, **kwargs)
+
+        def read_table(source: Any, *args: Any, **kwargs: Any) -> Any:
+            self.saw(source)
+            return real_read_table(source, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", python_open)
+        monkeypatch.setattr(pq, "read_table", read_table)
+
+    def saw(self, uri: Any) -> None:
+        if isinstance(uri, str | Path):
+            key = self.watched.get(str(Path(str(uri).removeprefix("file://")).resolve()))
+            if key is not None:
+                self.opens[key] += 1
+
+    def reset(self) -> None:
+        self.opens = dict.fromkeys(self.opens, 0)
+
+
+def test_each_model_reads_each_held_out_shard_once(dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    synth.generate(str(data), rows=8_000, shard_rows=2_000)  # 4 shards; 2 held out at 0.5
+    raw = sorted(str(path) for path in data.glob("*.parquet"))
+    ingested = [
+        call_step("ingest_shard", tmp_path / f"ingest/{i}", {"shard": u}, {"stats": "s.json"})
+        for i, u in enumerate(raw)
+    ]
+    task = {task_id: dag.get_task(task_id).python_callable for task_id in ("split", "per_shard", "roles")}
+    split = task["split"](
+        shards=[{"shard": uri} for uri in raw], parts=[c.outputs["stats"] for c in ingested], holdout_fraction=0.5
+    )
+    merged = call_step("merge_stats", tmp_path / "stats", {"parts": split["train_parts"]}, {"stats": "stats.json"})
+    plans = task["per_shard"](shards=split["shards"], stats=merged.outputs["stats"], batch_rows=1024, sample_rows=2_000)
+    featurized = [
+        call_step(
+            "featurize_shard",
+            tmp_path / f"featurize/{i}",
+            plan["inputs"],
+            {"features": "features.parquet", "sample": "sample.parquet"},
+            **plan["step_params"],
+        )
+        for i, plan in enumerate(plans)
+    ]
+    routed = task["roles"](
+        shards=split["shards"],
+        features=[f.outputs["features"] for f in featurized],
+        samples=[f.outputs["sample"] for f in featurized],
+    )
+    assert len(routed["holdout"]) == 2
+    counter = OpenCounter(routed["holdout"], monkeypatch)
+    models: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("train_sgd", {"shards": routed["train"]}, {"epochs": 2, "batch_rows": 1024})
+    ]
+    models += [
+        ("train_sample", {"sample": routed["samples"]}, {**c, "batch_rows": 1024}) for c in dag.params["candidates"]
+    ]
+    for index, (step, inputs, params) in enumerate(models):
+        counter.reset()
+        call_step(
+            step,
+            tmp_path / f"model/{index}",
+            {**inputs, "holdout": routed["holdout"]},
+            {"model": "model.joblib", "evaluation": "evaluation.json"},
+            **params,
+        )
+        assert list(counter.opens.values()) == [1, 1], f"{step} {params}: held-out shards opened {counter.opens}"

@@ -69,7 +69,7 @@ def test_a_shard_is_ingested_and_featurized_on_s3_without_local_copies(s3: dict[
         "ingest_shard",
         f"s3://{BUCKET}/run/ingest/0",
         {"shard": f"{source}/part-00000.parquet"},
-        {"clean": "clean.parquet", "stats": "stats.json"},
+        {"stats": "stats.json"},
         tmpdir,
     )
     stats = run_on_s3(
@@ -83,7 +83,7 @@ def test_a_shard_is_ingested_and_featurized_on_s3_without_local_copies(s3: dict[
     featurize = run_on_s3(
         "featurize_shard",
         f"s3://{BUCKET}/run/featurize/0",
-        {"clean": f"{ingest}/clean.parquet", "stats": f"{stats}/stats.json"},
+        {"shard": f"{source}/part-00000.parquet", "stats": f"{stats}/stats.json"},
         {"features": "features.parquet", "sample": "sample.parquet"},
         tmpdir,
     )

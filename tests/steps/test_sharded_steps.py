@@ -18,19 +18,25 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sluice.artifacts import remove_partials
 from sluice_steps import synth
-from sluice_steps.ingest_shard import SeenIds
+from sluice_steps.clean import CLEAN_SCHEMA, SeenIds, clean_batch, clean_batches
 from sluice_steps.shards import (
     CATEGORY,
     ID,
     LABEL,
+    LOG_SKEWED,
     MISSING,
     NUMERIC,
+    RAW_SCHEMA,
     SKEWED,
     BinnedRoc,
     Moments,
     Stats,
     feature_names,
+    features_table,
     featurize,
+    iter_batches,
+    parquet_writer,
+    xy,
 )
 
 from tests.steps.conftest import STEP_BIN, contract_env
@@ -48,17 +54,13 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ingested(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
-    """Each shard through ingest_shard: its clean shard and statistics."""
+    """Each shard through ingest_shard: the raw shard it read and the statistics it wrote."""
     root = tmp_path_factory.mktemp("ingested")
     outputs = []
     for index, shard in enumerate(sorted(dataset.glob("*.parquet"))):
-        result = run_contract_step(
-            "ingest_shard", root / str(index), {"shard": str(shard)}, {"clean": "clean.parquet", "stats": "stats.json"}
-        )
+        result = run_contract_step("ingest_shard", root / str(index), {"shard": str(shard)}, {"stats": "stats.json"})
         assert result.returncode == 0, result.stderr
-        outputs.append(
-            {"clean": str(root / str(index) / "clean.parquet"), "stats": str(root / str(index) / "stats.json")}
-        )
+        outputs.append({"shard": str(shard), "stats": str(root / str(index) / "stats.json")})
     return outputs
 
 
@@ -77,7 +79,9 @@ def test_merged_statistics_equal_one_pass_over_all_rows(ingested: list[dict[str,
     assert result.returncode == 0, result.stderr
     merged = json.loads((tmp_path / "stats.json").read_text())
 
-    every_row = pa.concat_tables(pq.read_table(entry["clean"]) for entry in ingested)
+    every_row = pa.Table.from_batches(
+        [batch for entry in ingested for _, batch in clean_batches(entry["shard"])], schema=CLEAN_SCHEMA
+    )
     assert merged["rows"] == every_row.num_rows
     for name in NUMERIC:
         column = every_row.column(name)
@@ -97,22 +101,24 @@ def test_merged_statistics_equal_one_pass_over_all_rows(ingested: list[dict[str,
 @pytest.mark.slow
 def test_ingest_drops_repeated_rows_and_says_how_many(dataset: Path, ingested: list[dict[str, str]]) -> None:
     raw = pq.read_table(sorted(dataset.glob("*.parquet"))[0])
-    clean = pq.read_table(ingested[0]["clean"])
     unique = len(np.unique(raw.column(ID).to_numpy()))
     assert unique < raw.num_rows, "the generator repeats some rows"
-    assert clean.num_rows == unique
-    assert len(np.unique(clean.column(ID).to_numpy())) == clean.num_rows
-    result = json.loads((Path(ingested[0]["clean"]).parent / "_result.json").read_text())
+    assert json.loads(Path(ingested[0]["stats"]).read_text())["rows"] == unique
+    result = json.loads((Path(ingested[0]["stats"]).parent / "_result.json").read_text())
     assert result["metrics"]["duplicates"] == raw.num_rows - unique
+
+
+@pytest.mark.slow
+def test_ingest_writes_its_statistics_and_no_copy_of_the_shard(ingested: list[dict[str, str]]) -> None:
+    written = sorted(path.name for path in Path(ingested[0]["stats"]).parent.iterdir())
+    assert written == ["_result.json", "stats.json"]
 
 
 @pytest.mark.slow
 def test_ingest_names_a_missing_column_and_leaves_no_output(dataset: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.parquet"
     pq.write_table(pq.read_table(sorted(dataset.glob("*.parquet"))[0]).drop_columns([LABEL]), broken)
-    result = run_contract_step(
-        "ingest_shard", tmp_path / "out", {"shard": str(broken)}, {"clean": "clean.parquet", "stats": "stats.json"}
-    )
+    result = run_contract_step("ingest_shard", tmp_path / "out", {"shard": str(broken)}, {"stats": "stats.json"})
     assert result.returncode == 2
     assert f"column(s) '{LABEL}' missing" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -129,7 +135,7 @@ def scoring_inputs(ingested: list[dict[str, str]], tmp_path_factory: pytest.Temp
     featurized = run_contract_step(
         "featurize_shard",
         root / "featurize",
-        {"clean": ingested[0]["clean"], "stats": str(root / "stats" / "stats.json")},
+        {"shard": ingested[0]["shard"], "stats": str(root / "stats" / "stats.json")},
         {"features": "features.parquet", "sample": "sample.parquet"},
     )
     assert featurized.returncode == 0, featurized.stderr
@@ -137,6 +143,22 @@ def scoring_inputs(ingested: list[dict[str, str]], tmp_path_factory: pytest.Temp
     trained = run_contract_step("train_sgd", root / "train", {"shards": [features]}, {"model": "model.joblib"})
     assert trained.returncode == 0, trained.stderr
     return {"features": features, "model": str(root / "train" / "model.joblib")}
+
+
+@pytest.mark.slow
+def test_featurize_over_the_raw_shard_gives_the_features_of_a_clean_copy(
+    ingested: list[dict[str, str]], scoring_inputs: dict[str, str], tmp_path: Path
+) -> None:
+    """What the pipeline computed when ingest wrote a clean shard and featurize read it back, recomputed here from
+    the cleaning rule: featurizing the raw shard directly gives the same bits."""
+    stats_uri = Path(scoring_inputs["features"]).parents[1] / "stats" / "stats.json"  # what featurize was given
+    stats = Stats.from_json(json.loads(stats_uri.read_text()))
+    clean_copy = tmp_path / "clean.parquet"
+    with open(clean_copy, "wb") as handle, parquet_writer(handle, CLEAN_SCHEMA) as writer:
+        for _, batch in clean_batches(ingested[0]["shard"]):
+            writer.write_batch(batch)
+    before = pa.concat_tables(features_table(batch, stats) for batch in iter_batches(str(clean_copy)))
+    assert pq.read_table(scoring_inputs["features"]).equals(before)
 
 
 @pytest.mark.slow
@@ -215,6 +237,27 @@ def test_seen_ids_keep_the_first_row_of_each_id_across_batches(id_range: tuple[i
     assert second.tolist() == [False, True, False, True, False]
 
 
+def raw_batch(ids: list[int], amounts: list[float | None]) -> pa.RecordBatch:
+    rows = len(ids)
+    columns = {
+        ID: pa.array(ids, pa.int64()),
+        CATEGORY: pa.array(["r00"] * rows, pa.string()),
+        SKEWED: pa.array(amounts, pa.float64()),
+        **{name: pa.array([float(i) for i in range(rows)], pa.float64()) for name in NUMERIC if name != LOG_SKEWED},
+        LABEL: pa.array([i % 2 for i in range(rows)], pa.int8()),
+    }
+    return pa.RecordBatch.from_pydict({name: columns[name] for name in RAW_SCHEMA.names}, schema=RAW_SCHEMA)
+
+
+def test_cleaning_keeps_the_first_row_of_an_id_and_a_missing_amount_missing() -> None:
+    batch = raw_batch([1, 2, 1, 3, 4], [None, 0.0, 5.0, 10.0, -3.0])
+    clean = clean_batch(batch, SeenIds((1, 4), rows=5), "shard.parquet")
+    assert clean.column(ID).to_pylist() == [1, 2, 3, 4], "the repeated id 1 dropped, its first row kept"
+    logged = clean.column(LOG_SKEWED).to_pylist()
+    assert logged[0] is None, "a missing amount stays missing (imputed at featurize, not taken for 0)"
+    assert logged[1:] == [0.0, pytest.approx(np.log1p(10.0)), 0.0], "log1p(max(amount, 0))"
+
+
 def test_featurize_standardizes_with_the_global_statistics_and_encodes_the_region() -> None:
     stats = Stats()
     stats.columns["f00"] = Moments(count=4, mean=10.0, m2=4 * 4.0, min=6.0, max=14.0)  # std 2
@@ -258,3 +301,21 @@ def test_a_training_step_scores_itself_on_the_holdout_as_sklearn_would(
     y = table.column(LABEL).to_numpy()
     assert evaluation["candidate"] == "sgd_out_of_core" and evaluation["scores"]["rows"] == len(y)
     assert evaluation["scores"]["roc_auc"] == pytest.approx(roc_auc_score(y, model.predict_proba(x)[:, 1]), abs=1e-3)
+
+
+def test_xy_gives_the_features_as_one_float32_matrix_and_views_the_labels() -> None:
+    stats = Stats(categories={"r00": 1})
+    batch = pa.RecordBatch.from_pydict(
+        {
+            ID: pa.array([1, 2, 3], pa.int64()),
+            **{name: pa.array([0.5, 1.5, 2.5], pa.float32()) for name in feature_names(stats)},
+            LABEL: pa.array([0, 1, 1], pa.int8()),
+        }
+    )
+    table = pa.Table.from_batches([batch.slice(0, 1), batch.slice(1)])  # a column in two chunks
+    for source in (batch, table):
+        x, y = xy(source)
+        assert x.dtype == np.float32 and x.shape == (3, len(feature_names(stats)))
+        assert (x == np.array([[0.5], [1.5], [2.5]], np.float32)).all()
+        assert y.tolist() == [0, 1, 1] and y.dtype == np.int8
+    assert not xy(batch)[1].flags.owndata, "a batch's labels are viewed, not copied"

@@ -1,8 +1,10 @@
-"""featurize_shard: a clean shard → float32 features with the dataset's statistics, plus a small sample.
+"""featurize_shard: a raw shard, cleaned → float32 features with the dataset's statistics, plus a small sample.
 
-Standardizes with the global mean/std (from merge_stats, so every shard gets the same transform), imputes
-nulls, one-hot encodes the region over the global vocabulary. The sample (rows picked by a hash of their id,
-so the same rows on every run) feeds the candidate models; its size is bounded by ``sample_rows`` overall.
+Cleans the raw shard with the rule ingest_shard validated it with (``sluice_steps.clean``: the same rows, the
+same ``log_amount``), so ingest writes no clean copy for it to read back. Standardizes with the global mean/std
+(from merge_stats, so every shard gets the same transform), imputes nulls, one-hot encodes the region over the
+global vocabulary. The sample (rows picked by a hash of their id, so the same rows on every run) feeds the
+candidate models; its size is bounded by ``sample_rows`` overall.
 
 A ``held_out`` shard (one the models are evaluated on) draws no sample: its sample output holds no rows, so none
 of its rows can reach a candidate's training. The DAG computes the statistics from the training shards only, so
@@ -14,28 +16,21 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from sluice_steps.clean import clean_batches
 from sluice_steps.contract import StepContext
-from sluice_steps.shards import (
-    BATCH_ROWS,
-    ID,
-    Stats,
-    features_schema,
-    features_table,
-    iter_batches,
-    parquet_writer,
-)
+from sluice_steps.shards import BATCH_ROWS, ID, Stats, features_schema, features_table, parquet_writer
 from sluice_steps.spec import Artifact, Param, StepSpec
 
 SPEC = StepSpec(
     name="featurize_shard",
-    summary="a clean shard as float32 features with the dataset's statistics, plus a small hashed sample",
+    summary="a raw shard, cleaned, as float32 features with the dataset's statistics, plus a small hashed sample",
     params={
         "batch_rows": Param("integer", "rows held in memory at a time", default=BATCH_ROWS),
         "sample_rows": Param("integer", "rows of the sample over the shards the statistics cover", default=50_000),
         "held_out": Param("boolean", "the shard is held out for evaluation: it draws no sample", default=False),
     },
     inputs={
-        "clean": Artifact("Parquet: one clean shard (ingest_shard)"),
+        "shard": Artifact("Parquet: one raw shard (validated by ingest_shard, cleaned here by the same rule)"),
         "stats": Artifact("JSON: the dataset's statistics (merge_stats)"),
     },
     outputs={
@@ -65,7 +60,7 @@ def run(ctx: StepContext) -> None:
         parquet_writer(features_out, schema) as features_writer,
         parquet_writer(sample_out, schema) as sample_writer,
     ):
-        for batch in iter_batches(ctx.input("clean"), None, batch_rows):
+        for _, batch in clean_batches(ctx.input("shard"), batch_rows):
             table = features_table(batch, stats)
             features_writer.write_table(table)
             picked = table.filter(pa.array(in_sample(batch.column(ID).to_numpy(), fraction)))

@@ -1,114 +1,37 @@
-"""ingest_shard: one raw shard → a validated, de-duplicated clean shard plus its statistics (the map half).
+"""ingest_shard: one raw shard → validated, with its statistics (the map half); no copy of the shard.
 
-Streams the shard batch by batch: memory is the batch plus the shard's ids seen so far (``SeenIds``: a
-byte per row for the usual compact id range), to drop repeated rows. A schema the pipeline cannot use fails
-the step naming the column; repeated ids are dropped and counted; the skewed amount gains ``log_amount`` =
-log1p(max(amount, 0)), null where the amount is (imputed at featurize, never taken for 0).
+Streams the shard batch by batch through the cleaning rule (``sluice_steps.clean``: conform to the raw schema,
+drop repeated ids, add ``log_amount``) and gathers the statistics of the clean rows. A schema the pipeline cannot
+use fails the step naming the column, before anything downstream runs. The clean rows are not written: featurize
+applies the same rule to the raw shard, which costs less than writing a float64 copy here and reading it back.
+Memory is the batch plus the shard's ids seen so far (``SeenIds``: a byte per row for the usual compact id range).
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from sluice_steps.clean import clean_batches
 from sluice_steps.contract import StepContext, StepError
-from sluice_steps.shards import (
-    BATCH_ROWS,
-    ID,
-    LABEL,
-    LOG_SKEWED,
-    RAW_SCHEMA,
-    SKEWED,
-    Stats,
-    column_range,
-    iter_batches,
-    parquet_metadata,
-    parquet_writer,
-)
+from sluice_steps.shards import BATCH_ROWS, Stats
 from sluice_steps.spec import Artifact, Param, StepSpec
 
-CLEAN_SCHEMA = RAW_SCHEMA.append(pa.field(LOG_SKEWED, pa.float64()))
 SPEC = StepSpec(
     name="ingest_shard",
-    summary="one raw shard as a validated, de-duplicated clean shard plus its statistics",
+    summary="one raw shard validated and de-duplicated into its statistics (no copy of the shard)",
     params={
         "batch_rows": Param("integer", "rows held in memory at a time", default=BATCH_ROWS),
     },
     inputs={"shard": Artifact("Parquet: one raw shard (its bytes are fingerprinted like any input)")},
-    outputs={
-        "clean": Artifact("Parquet: the clean shard (+ log_amount)"),
-        "stats": Artifact("JSON: the shard's statistics"),
-    },
+    outputs={"stats": Artifact("JSON: the statistics of the shard's clean rows (their count in 'rows')")},
 )
-
-
-def conform(batch: pa.RecordBatch, uri: str) -> pa.RecordBatch:
-    """The batch in the raw schema's column order and types, or a StepError naming what does not fit."""
-    arrays = []
-    for field in RAW_SCHEMA:
-        column = batch.column(field.name)
-        if column.type != field.type:
-            try:
-                column = column.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise StepError(
-                    f"input 'shard' ({uri}): column {field.name!r} is {column.type}, expected {field.type}"
-                ) from None
-        arrays.append(column)
-    labels = arrays[RAW_SCHEMA.get_field_index(LABEL)]
-    bad = pc.filter(labels, pc.invert(pc.is_in(labels, value_set=pa.array([0, 1], pa.int8()))))
-    if len(bad) or labels.null_count:
-        example = bad[0].as_py() if len(bad) else None
-        raise StepError(f"input 'shard' ({uri}): column {LABEL!r} must be 0 or 1, found {example!r}")
-    if arrays[RAW_SCHEMA.get_field_index(ID)].null_count:
-        raise StepError(f"input 'shard' ({uri}): column {ID!r} has nulls; every row needs an id")
-    return pa.RecordBatch.from_arrays(arrays, schema=RAW_SCHEMA)
-
-
-class SeenIds:
-    """The ids of a shard seen so far. A byte per id of the shard's id range when that range is compact (at
-    most 4 ids per row: 1 MB for a million rows, no sorting); else a sorted array (8 bytes a row, plus the
-    temporaries of merging it)."""
-
-    def __init__(self, id_range: tuple[int, int] | None, rows: int) -> None:
-        compact = id_range is not None and id_range[1] - id_range[0] + 1 <= 4 * max(rows, 1)
-        self.low = id_range[0] if compact and id_range else 0
-        self.flags = np.zeros(id_range[1] - id_range[0] + 1, dtype=bool) if compact and id_range else None
-        self.sorted = np.empty(0, dtype=np.int64)
-
-    def keep(self, ids: np.ndarray) -> np.ndarray:
-        """Mask of the rows whose id is new (not seen before, first of its kind in this batch); marks them seen."""
-        _, first = np.unique(ids, return_index=True)
-        mask = np.zeros(len(ids), dtype=bool)
-        mask[first] = True
-        if self.flags is not None:
-            mask &= ~self.flags[ids - self.low]
-            self.flags[ids[mask] - self.low] = True
-        else:
-            mask &= ~np.isin(ids, self.sorted)
-            self.sorted = np.union1d(self.sorted, ids[mask])
-        return mask
 
 
 def run(ctx: StepContext) -> None:
     uri = ctx.input("shard")
-    batch_rows = ctx.param("batch_rows")
     stats = Stats()
-    footer = parquet_metadata(uri)
-    seen = SeenIds(column_range(footer, ID), footer.num_rows)
     rows_in = 0
-    with ctx.open_output("clean") as handle, parquet_writer(handle, CLEAN_SCHEMA) as writer:
-        for raw in iter_batches(uri, RAW_SCHEMA.names, batch_rows):
-            rows_in += raw.num_rows
-            batch = conform(raw, uri)
-            batch = batch.filter(pa.array(seen.keep(batch.column(ID).to_numpy())))
-            # skip_nulls=False: a missing amount stays missing (featurize imputes it like any feature) instead
-            # of becoming max(null, 0) = 0, a made-up amount of 0.
-            logged = pc.log1p(pc.max_element_wise(batch.column(SKEWED), 0.0, skip_nulls=False))
-            clean = pa.RecordBatch.from_arrays([*batch.columns, logged], schema=CLEAN_SCHEMA)
-            stats.add_batch(clean)
-            writer.write_batch(clean)
+    for raw_rows, clean in clean_batches(uri, ctx.param("batch_rows")):
+        rows_in += raw_rows
+        stats.add_batch(clean)
     if not rows_in:
         raise StepError(f"input 'shard' ({uri}) has no rows")
     ctx.write_json("stats", stats.to_json())

@@ -2,6 +2,10 @@
 
 A step that would be OOM-killed or time out on the cluster fails the same way on a laptop: memory is
 watched over the whole process tree, CPUs are pinned and thread pools sized from the profile.
+
+``sluice-step`` commands start in the warm step runner when they can (sluice.launchers.warm: a fork server that
+has the heavy libraries imported already), else as a plain process; either way the launcher watches, times out
+and kills the step by its pid and process group alike.
 """
 
 from __future__ import annotations
@@ -19,20 +23,35 @@ import time
 import zlib
 from collections import deque
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import psutil
 
 from sluice.code_identity import CodeIdentity, of_local_command
 from sluice.contract import EXIT_USAGE
+from sluice.launchers import warm
 from sluice.launchers.base import FailureKind, LaunchResult, StepFailed, StepLog, StepRun
 from sluice.lifetime import tied_to_this_process
-from sluice.platform import Platform
+from sluice.platform import Platform, sluice_home
 from sluice.quantity import parse_quantity  # not the kubernetes client's: it would load the whole client here
 
 POLL_SECONDS = 0.05
 TAIL_LINES = 20
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class StepProcess(Protocol):
+    """What the launcher watches: a ``subprocess.Popen`` or a step the warm runner started."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | Any: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 def cpu_count_for(cpu: str) -> int:
@@ -109,7 +128,7 @@ def exit_result(
 class LocalLauncher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: StepProcess | None = None
         self._killed = False
 
     def code_identity(self, step: StepRun, cache_version: str | None) -> CodeIdentity:
@@ -126,7 +145,7 @@ class LocalLauncher:
         # starve the step beside them. Measured here: two histogram gradient boosting fits side by side, 2 threads
         # each on 2 cores, 4.9 s each by default, 0.7 s with PASSIVE; in bench/scale.py a candidate took 24.4 s
         # instead of 1.8 s next to another step. A step's own env may set it back.
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        env["OMP_WAIT_POLICY"] = warm.WAIT_POLICY
         env["PYTHONUNBUFFERED"] = "1"
         env.update(step.env)
         return env
@@ -144,15 +163,46 @@ class LocalLauncher:
             profile.memory,
             f"{profile.timeout_seconds}s" if profile.timeout_seconds else "none",
         )
-        # The child inherits the launching thread's CPU mask: set it around the spawn rather than in a
-        # preexec_fn, which would force the slow fork path on every step.
         env = self._env(step, cpus)
         if shutil.which(step.command[0], path=env["PATH"]) is None:
             raise _not_found(step)
+        started = self._start_warm(step, env, allowed, log) or self._start_process(step, env, allowed)
+        proc, stdout, stderr, how = started
+        self._proc = proc
+        log.info("step running %s (pid %d)", how, proc.pid)
+        stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
+        readers = [
+            threading.Thread(target=pump_lines, args=(stdout, log, logging.INFO, None), daemon=True),
+            threading.Thread(target=pump_lines, args=(stderr, log, logging.WARNING, stderr_tail), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            peak, failure, reason = self._watch(proc, limit, profile.timeout_seconds)
+        finally:
+            if isinstance(proc, warm.WarmStep):
+                proc.close()  # a step still running here (the launcher failed) is killed by the runner
+        for reader in readers:
+            reader.join(timeout=5)
+        if isinstance(proc, warm.WarmStep):
+            if proc.lost:
+                log.warning("the warm runner went away while the step ran: it was killed with it")
+            for stream, reader in ((stdout, readers[0]), (stderr, readers[1])):
+                if not reader.is_alive():
+                    stream.close()
+        log.info("step exited with code %s (peak memory %.1f MiB)", proc.returncode, peak / 2**20)
+        return exit_result(step, proc.returncode, peak, failure, reason, stderr_tail, self._killed)
+
+    def _start_process(
+        self, step: StepRun, env: dict[str, str], allowed: list[int]
+    ) -> tuple[StepProcess, IO[str], IO[str], str]:
+        """The step as a process of its own (what every step was before the warm runner)."""
+        # The child inherits the launching thread's CPU mask: set it around the spawn rather than in a
+        # preexec_fn, which would force the slow fork path on every step.
         own_mask = os.sched_getaffinity(0)
         os.sched_setaffinity(0, allowed)
         try:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 tied_to_this_process(step.command),  # a killed task (worker) leaves no step process behind
                 env=env,
                 stdout=subprocess.PIPE,
@@ -165,23 +215,36 @@ class LocalLauncher:
             raise _not_found(step) from None
         finally:
             os.sched_setaffinity(0, own_mask)
-        proc = self._proc
-        stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
-        readers = [
-            threading.Thread(target=pump_lines, args=(proc.stdout, log, logging.INFO, None), daemon=True),
-            threading.Thread(target=pump_lines, args=(proc.stderr, log, logging.WARNING, stderr_tail), daemon=True),
-        ]
-        for reader in readers:
-            reader.start()
-        peak, failure, reason = self._watch(proc, limit, profile.timeout_seconds)
-        for reader in readers:
-            reader.join(timeout=5)
-        log.info("step exited with code %s (peak memory %.1f MiB)", proc.returncode, peak / 2**20)
-        return exit_result(step, proc.returncode, peak, failure, reason, stderr_tail, self._killed)
+        assert proc.stdout is not None and proc.stderr is not None
+        return proc, proc.stdout, proc.stderr, "as a process"
 
-    def _watch(
-        self, proc: subprocess.Popen[str], limit: int, timeout: int | None
-    ) -> tuple[int, FailureKind | None, str]:
+    @staticmethod
+    def _start_warm(
+        step: StepRun, env: dict[str, str], allowed: list[int], log: StepLog
+    ) -> tuple[StepProcess, IO[str], IO[str], str] | None:
+        """The step forked by the warm runner, when it is a ``sluice-step`` command of this environment and warm
+        steps are on; None (run it as a process) otherwise, with a line saying why when the runner failed."""
+        if not warm.enabled(env):
+            return None
+        script = warm.entry_script(step.command, env["PATH"])
+        if script is None:
+            return None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            proc = warm.start_step(script, step.command, env, os.getcwd(), allowed, out_w, err_w, sluice_home())
+        except Exception as exc:  # the runner never fails a step that would run as a process
+            os.close(out_r)
+            os.close(err_r)
+            why = str(exc) if isinstance(exc, warm.Unavailable) else f"{type(exc).__name__}: {exc}"
+            log.warning("warm runner unavailable (%s): running the step as a process", why)
+            return None
+        finally:
+            os.close(out_w)  # the step holds its own copies: EOF comes when it (and its children) exit
+            os.close(err_w)
+        return proc, open(out_r, encoding=None), open(err_r, encoding=None), "in the warm runner"
+
+    def _watch(self, proc: StepProcess, limit: int, timeout: int | None) -> tuple[int, FailureKind | None, str]:
         watched = psutil.Process(proc.pid)
         started = time.monotonic()
         peak = 0
@@ -202,7 +265,7 @@ class LocalLauncher:
         return peak, None, ""
 
     @staticmethod
-    def _kill(proc: subprocess.Popen[str]) -> None:
+    def _kill(proc: StepProcess) -> None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -307,4 +307,8 @@ def down(home: StackHome, progress: Progress = quiet) -> list[tuple[str, str]]:
             removed = remove_for_home(home.home)
             if removed:
                 outcomes.append(("step containers", f"removed {len(removed)}: {', '.join(removed)}"))
+            from sluice.launchers.warm import stop_runners
+
+            if stop_runners(home.home):  # no step runs any more: the warm runner need not idle out its timeout
+                outcomes.append(("warm step runner", "stopped"))
     return outcomes

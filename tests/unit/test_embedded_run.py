@@ -1,0 +1,58 @@
+"""When an embedded run goes side by side, and the one dag.test() wait it shortens (sluice.embedded_run, compat)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from sluice import compat, embedded_run
+
+
+def test_parallelism_defaults_to_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.delenv(embedded_run.ENV, raising=False)
+    assert embedded_run.parallelism() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "two"])
+def test_a_bad_parallelism_names_the_variable_and_the_fix(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv(embedded_run.ENV, raw)
+    with pytest.raises(ValueError, match=f"{embedded_run.ENV}=.*whole number of tasks at once"):
+        embedded_run.parallelism()
+
+
+def test_one_task_at_a_time_keeps_the_serial_dag_test(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "dag.py").write_text("")
+    monkeypatch.setenv(embedded_run.ENV, "1")
+    assert not embedded_run.side_by_side(SimpleNamespace(fileloc=str(tmp_path / "dag.py")))
+    monkeypatch.setenv(embedded_run.ENV, "2")
+    assert embedded_run.side_by_side(SimpleNamespace(fileloc=str(tmp_path / "dag.py")))
+
+
+def test_a_dag_built_in_memory_runs_serially(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The executor's task processes parse the DAG's file: a DAG with none cannot go through them."""
+    monkeypatch.setenv(embedded_run.ENV, "2")
+    assert not embedded_run.side_by_side(SimpleNamespace(fileloc=str(tmp_path / "not-there.py")))
+
+
+def test_the_dag_test_wait_checks_out_on_the_pinned_airflow() -> None:
+    assert compat.problem(compat.Feature.DAG_TEST_POLL) is None
+
+
+def test_only_the_runner_threads_one_second_sleeps_are_replaced() -> None:
+    waited: list[float] = []
+    other: list[float] = []
+    with compat.dag_test_waits(waited.append) as took:
+        assert took
+        time.sleep(1)  # the runner thread's dag.test wait: replaced
+        time.sleep(0.001)  # any other sleep: real
+        thread = threading.Thread(target=lambda: (time.sleep(1), other.append(1.0)))
+        thread.start()
+        thread.join()
+    assert waited == [1]
+    assert other == [1.0]  # another thread's sleep(1) really slept
+    assert time.sleep.__module__ == "time"  # restored
