@@ -44,6 +44,30 @@ def ids_in(uris: list[str]) -> set[int]:
     return {int(i) for uri in uris for i in pq.read_table(uri, columns=[ID]).column(ID).to_numpy()}
 
 
+def featurize_and_route(
+    task: dict[str, Any], split: dict[str, Any], stats_uri: str, prefix: Path, sample_rows: int
+) -> tuple[list[StepContext], dict[str, list[str]]]:
+    """featurize over every shard as the DAG plans it (per_shard), then the DAG's roles: what each training step
+    is given."""
+    plans = task["per_shard"](shards=split["shards"], stats=stats_uri, batch_rows=1024, sample_rows=sample_rows)
+    featurized = [
+        call_step(
+            "featurize_shard",
+            prefix / f"featurize/{i}",
+            plan["inputs"],
+            {"features": "features.parquet", "sample": "sample.parquet"},
+            **plan["step_params"],
+        )
+        for i, plan in enumerate(plans)
+    ]
+    routed = task["roles"](
+        shards=split["shards"],
+        features=[f.outputs["features"] for f in featurized],
+        samples=[f.outputs["sample"] for f in featurized],
+    )
+    return featurized, routed
+
+
 @pytest.fixture(scope="module")
 def dag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
@@ -78,24 +102,7 @@ def test_no_held_out_row_reaches_a_training_input(dag: Any, tmp_path: Path) -> N
     )
 
     sample_rows = 2_000
-    plans = task["per_shard"](
-        shards=split["shards"], stats=merged.outputs["stats"], batch_rows=1024, sample_rows=sample_rows
-    )
-    featurized = [
-        call_step(
-            "featurize_shard",
-            tmp_path / f"featurize/{i}",
-            plan["inputs"],
-            {"features": "features.parquet", "sample": "sample.parquet"},
-            **plan["step_params"],
-        )
-        for i, plan in enumerate(plans)
-    ]
-    routed = task["roles"](
-        shards=split["shards"],
-        features=[f.outputs["features"] for f in featurized],
-        samples=[f.outputs["sample"] for f in featurized],
-    )
+    featurized, routed = featurize_and_route(task, split, merged.outputs["stats"], tmp_path, sample_rows)
     # What the training steps are given: train_sgd's shards, the candidates' sample (train_sample), nothing else.
     assert ids_in(routed["holdout"]) == held_out_ids, "every held-out row is evaluated on"
     assert not ids_in(routed["train"]) & held_out_ids
@@ -232,22 +239,7 @@ def test_each_model_reads_each_held_out_shard_once(dag: Any, tmp_path: Path, mon
         shards=[{"shard": uri} for uri in raw], parts=[c.outputs["stats"] for c in ingested], holdout_fraction=0.5
     )
     merged = call_step("merge_stats", tmp_path / "stats", {"parts": split["train_parts"]}, {"stats": "stats.json"})
-    plans = task["per_shard"](shards=split["shards"], stats=merged.outputs["stats"], batch_rows=1024, sample_rows=2_000)
-    featurized = [
-        call_step(
-            "featurize_shard",
-            tmp_path / f"featurize/{i}",
-            plan["inputs"],
-            {"features": "features.parquet", "sample": "sample.parquet"},
-            **plan["step_params"],
-        )
-        for i, plan in enumerate(plans)
-    ]
-    routed = task["roles"](
-        shards=split["shards"],
-        features=[f.outputs["features"] for f in featurized],
-        samples=[f.outputs["sample"] for f in featurized],
-    )
+    _, routed = featurize_and_route(task, split, merged.outputs["stats"], tmp_path, 2_000)
     assert len(routed["holdout"]) == 2
     counter = OpenCounter(routed["holdout"], monkeypatch)
     models: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
