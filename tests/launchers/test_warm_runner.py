@@ -303,19 +303,14 @@ def test_a_runner_that_cannot_start_falls_back_to_a_process_saying_why(home: Pat
     assert result.exit_code == 3
 
 
-def test_a_runner_exits_when_its_socket_file_is_removed(home: Path, stand_in: Path) -> None:
-    _, runner, *_ = whoami(stand_in)
-    for sock in (home / "warm").glob("*.sock"):
-        sock.unlink()
-    assert gone(runner), "the runner outlived its socket file"
-
-
-def test_stop_runners_ends_the_homes_runner_as_sluice_down_and_the_demo_do(home: Path, stand_in: Path) -> None:
+def test_a_runner_exits_when_its_socket_file_is_removed_as_sluice_down_and_the_demo_do(
+    home: Path, stand_in: Path
+) -> None:
     from sluice.launchers.warm import stop_runners
 
     _, runner, *_ = whoami(stand_in)
-    assert stop_runners(home) == 1
-    assert gone(runner), "the runner outlived stop_runners"
+    assert stop_runners(home) == 1  # removes the home's runner sockets
+    assert gone(runner), "the runner outlived its socket file"
     assert stop_runners(home) == 0
 
 
