@@ -68,6 +68,18 @@ def featurize_and_route(
     return featurized, routed
 
 
+def ingest_then_featurize(shard: Path, prefix: Path) -> tuple[StepContext, pa.Table]:
+    """One raw shard through ingest (its statistics) and featurize (with them): ingest's context, the features."""
+    ingested = call_step("ingest_shard", prefix / "ingest", {"shard": str(shard)}, {"stats": "s.json"})
+    featurized = call_step(
+        "featurize_shard",
+        prefix / "featurize",
+        {"shard": str(shard), "stats": ingested.outputs["stats"]},
+        {"features": "features.parquet", "sample": "sample.parquet"},
+    )
+    return ingested, pq.read_table(featurized.outputs["features"])
+
+
 @pytest.fixture(scope="module")
 def dag() -> Any:
     from airflow.dag_processing.dagbag import DagBag
@@ -142,20 +154,13 @@ def test_a_missing_amount_is_imputed_not_taken_for_an_amount_of_zero(tmp_path: P
         ),
         shard,
     )
-    ingested = call_step("ingest_shard", tmp_path / "ingest", {"shard": str(shard)}, {"stats": "s.json"})
+    ingested, features = ingest_then_featurize(shard, tmp_path)
     stats = Stats.from_json(json.loads(Path(ingested.outputs["stats"]).read_text()))
     assert (stats.columns[LOG_SKEWED].nulls, stats.columns[LOG_SKEWED].count) == (2, 4), (
         "a missing amount stays missing"
     )
     assert stats.columns[LOG_SKEWED].min == 0.0 and stats.columns[LOG_SKEWED].max == pytest.approx(np.log1p(100.0))
 
-    featurized = call_step(
-        "featurize_shard",
-        tmp_path / "featurize",
-        {"shard": str(shard), "stats": ingested.outputs["stats"]},
-        {"features": "features.parquet", "sample": "sample.parquet"},
-    )
-    features = pq.read_table(featurized.outputs["features"])
     logged = features.column(LOG_SKEWED).to_pylist()
     missing = features.column(f"{SKEWED}_missing").to_pylist()
     assert [logged[0], logged[4]] == [0.0, 0.0], "imputed with the mean (0 once standardized), like f03 or f07"
@@ -179,14 +184,7 @@ def test_featurize_drops_a_repeated_id_keeping_the_row_ingest_kept(tmp_path: Pat
         ),
         shard,
     )
-    ingested = call_step("ingest_shard", tmp_path / "ingest", {"shard": str(shard)}, {"stats": "s.json"})
-    featurized = call_step(
-        "featurize_shard",
-        tmp_path / "featurize",
-        {"shard": str(shard), "stats": ingested.outputs["stats"]},
-        {"features": "features.parquet", "sample": "sample.parquet"},
-    )
-    features = pq.read_table(featurized.outputs["features"])
+    ingested, features = ingest_then_featurize(shard, tmp_path)
     assert features.column(ID).to_pylist() == [10, 11, 12, 13], "each id once, in the order first seen"
     assert features.num_rows == ingested.metrics["rows"] == rows - ingested.metrics["duplicates"]
     assert features.column(f"{SKEWED}_missing").to_pylist() == [0.0, 1.0, 0.0, 0.0], "id 11's first row: no amount"
