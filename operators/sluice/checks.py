@@ -7,10 +7,10 @@ refused by the local stack, which has no KubernetesExecutor.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
+from sluice.environ import environment
 from sluice.platform import current_platform
 from sluice.policy import configured_executors, profile_problem, queue_problem, step_problem
 
@@ -74,11 +74,8 @@ def check_dag_folder(dag_folder: Path, executors: str | None = None) -> list[str
     from airflow.dag_processing.dagbag import DagBag
 
     platform = current_platform()
-    previous = {name: os.environ.get(name) for name in (EXECUTOR_ENV, TRACEBACK_DEPTH_ENV)}
-    if executors:
-        os.environ[EXECUTOR_ENV] = executors
-    os.environ[TRACEBACK_DEPTH_ENV] = TRACEBACK_DEPTH
-    try:
+    parse_env = {TRACEBACK_DEPTH_ENV: TRACEBACK_DEPTH, **({EXECUTOR_ENV: executors} if executors else {})}
+    with environment(parse_env):
         bag = DagBag(dag_folder=str(dag_folder))
         problems = [": ".join(error_location(path, error)) for path, error in sorted(bag.import_errors.items())]
         if not bag.dags and not bag.import_errors:
@@ -90,10 +87,4 @@ def check_dag_folder(dag_folder: Path, executors: str | None = None) -> list[str
                 problem = problem or step_problem(task, platform)
                 if problem:
                     problems.append(problem)
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     return problems

@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sluice.environ import environment
+
 log = logging.getLogger(__name__)
 
 ENV = "SLUICE_PARALLELISM"
@@ -63,21 +65,6 @@ def side_by_side(dag: Any) -> bool:
     executor = conf.get("core", "executor", fallback="")
     fileloc: str | None = getattr(dag, "fileloc", None)
     return parallelism() > 1 and executor == EXECUTOR and fileloc is not None and Path(fileloc).is_file()
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in os.environ while inside (where the executor's processes, forked inside, read them)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -130,7 +117,7 @@ def _supervisor_patches() -> Iterator[None]:
 
     wanted = [patch for patch in patches.PATCHES if patch.module in (exit_wakeup, start_heartbeat)]
     switches = {patch.module.ENV: os.environ.get(patch.module.ENV) or "true" for patch in wanted}
-    with _environment(switches):
+    with environment(switches):
         installed = [patch for patch in wanted if patches.install(patch) == patches.ACTIVE]
         try:
             yield
@@ -178,9 +165,9 @@ def run(dag: Any, conf: dict[str, Any] | None = None, logical_date: Any = None) 
         kwargs["logical_date"] = logical_date
     before = set(multiprocessing.active_children())
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_environment(settings))
+        stack.enter_context(environment(settings))
         url = stack.enter_context(execution_api(task_ended))
-        stack.enter_context(_environment({"AIRFLOW__CORE__EXECUTION_API_SERVER_URL": url}))
+        stack.enter_context(environment({"AIRFLOW__CORE__EXECUTION_API_SERVER_URL": url}))
         stack.enter_context(_supervisor_patches())
         stack.enter_context(compat.dag_test_waits(wait))
         try:

@@ -44,6 +44,25 @@ def ids_in(uris: list[str]) -> set[int]:
     return {int(i) for uri in uris for i in pq.read_table(uri, columns=[ID]).column(ID).to_numpy()}
 
 
+def ingest_and_split(
+    dag: Any, data: Path, prefix: Path, holdout_fraction: float
+) -> tuple[list[str], list[StepContext], dict[str, Any], dict[str, Any]]:
+    """ingest over every raw shard of ``data``, then the DAG's split: the raw shards, ingest's contexts, the DAG's
+    routing task functions and split's result."""
+    raw = sorted(str(path) for path in data.glob("*.parquet"))
+    ingested = [
+        call_step("ingest_shard", prefix / f"ingest/{i}", {"shard": uri}, {"stats": "s.json"})
+        for i, uri in enumerate(raw)
+    ]
+    task = {task_id: dag.get_task(task_id).python_callable for task_id in ("split", "per_shard", "roles")}
+    split = task["split"](
+        shards=[{"shard": uri} for uri in raw],  # list_shards' output, which ingest is mapped over
+        parts=[c.outputs["stats"] for c in ingested],
+        holdout_fraction=holdout_fraction,
+    )
+    return raw, ingested, task, split
+
+
 def featurize_and_route(
     task: dict[str, Any], split: dict[str, Any], stats_uri: str, prefix: Path, sample_rows: int
 ) -> tuple[list[StepContext], dict[str, list[str]]]:
@@ -92,17 +111,7 @@ def dag() -> Any:
 def test_no_held_out_row_reaches_a_training_input(dag: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     synth.generate(str(data), rows=20_000, shard_rows=4_000)  # 5 shards: 1 held out at the default 0.2
-    raw = sorted(str(path) for path in data.glob("*.parquet"))
-    ingested = [
-        call_step("ingest_shard", tmp_path / f"ingest/{i}", {"shard": uri}, {"stats": "s.json"})
-        for i, uri in enumerate(raw)
-    ]
-    task = {task_id: dag.get_task(task_id).python_callable for task_id in ("split", "per_shard", "roles")}
-    split = task["split"](
-        shards=[{"shard": uri} for uri in raw],  # list_shards' output, which ingest is mapped over
-        parts=[c.outputs["stats"] for c in ingested],
-        holdout_fraction=dag.params["holdout_fraction"],
-    )
+    raw, ingested, task, split = ingest_and_split(dag, data, tmp_path, dag.params["holdout_fraction"])
     held_out_raw = [uri for uri, shard in zip(raw, split["shards"], strict=True) if shard["held_out"]]
     assert len(held_out_raw) == 1 and held_out_raw[0] == raw[-1]
     held_out_ids = ids_in(held_out_raw)
@@ -227,15 +236,7 @@ class OpenCounter:
 def test_each_model_reads_each_held_out_shard_once(dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"
     synth.generate(str(data), rows=8_000, shard_rows=2_000)  # 4 shards; 2 held out at 0.5
-    raw = sorted(str(path) for path in data.glob("*.parquet"))
-    ingested = [
-        call_step("ingest_shard", tmp_path / f"ingest/{i}", {"shard": u}, {"stats": "s.json"})
-        for i, u in enumerate(raw)
-    ]
-    task = {task_id: dag.get_task(task_id).python_callable for task_id in ("split", "per_shard", "roles")}
-    split = task["split"](
-        shards=[{"shard": uri} for uri in raw], parts=[c.outputs["stats"] for c in ingested], holdout_fraction=0.5
-    )
+    _, _, task, split = ingest_and_split(dag, data, tmp_path, 0.5)
     merged = call_step("merge_stats", tmp_path / "stats", {"parts": split["train_parts"]}, {"stats": "stats.json"})
     _, routed = featurize_and_route(task, split, merged.outputs["stats"], tmp_path, 2_000)
     assert len(routed["holdout"]) == 2

@@ -77,9 +77,9 @@ REPLY_SECONDS = 15.0
 CHECK_SECONDS = 1.0  # how often the runner looks at its socket file and its idle time
 PR_SET_NAME = 15
 SOCKET_PATH_MAX = 100  # sockaddr_un holds 108 bytes
+WAIT_POLICY = "PASSIVE"
 # Forked with one thread only: the pools these size start their threads at load time otherwise (OpenBLAS), and
 # Arrow's jemalloc starts a background thread unless told not to. The child sizes the pools for its CPUs.
-WAIT_POLICY = "PASSIVE"
 ZYGOTE_ENV = {
     # libgomp reads its wait policy once, when the runner imports scikit-learn: what the local launcher gives every
     # step (a spinning OpenMP thread starves the step beside it: a gradient-boosting candidate next to another step
