@@ -11,7 +11,9 @@ them): the supervisor notices its task process's exit at once (``sluice.worker.e
 sleep through a whole ``[workers] min_heartbeat_interval``, 5 s, which is also cut to the stack's 1 s here), counts the
 start as the first heartbeat (``sluice.worker.start_heartbeat``), and ``dag.test()``'s loop wakes when a task
 reports its end instead of a second later (``sluice.compat.dag_test_waits``). Each of these falls back to
-Airflow's own behaviour where its symbols do not check out; the run is then only slower.
+Airflow's own behaviour where its symbols do not check out; the run is then only slower. With the local launcher,
+what each step task would pay on its own is paid once before the executor forks: the warm step runner starts in
+the background, and each step command's code identity is cached here, for the task processes to inherit.
 
 ``SLUICE_PARALLELISM=1`` (or a single core) keeps the serial ``dag.test()``, as does a DAG that is not in a file.
 """
@@ -141,6 +143,30 @@ def _stop_workers(before: set[multiprocessing.process.BaseProcess]) -> None:
             worker.join(timeout=5)
 
 
+def _is_step_class(cls: Any) -> bool:
+    from sluice.operators import MLStepOperator
+
+    return isinstance(cls, type) and issubclass(cls, MLStepOperator)
+
+
+def _warm_local_steps(dag: Any) -> None:
+    """With the local launcher: its warm step runner starts while the run's first (Airflow) tasks run, and this
+    process's code-identity caches are filled for the DAG's step commands (the task processes fork from it)."""
+    from sluice.launchers import local
+    from sluice.operators import MLStepOperator
+    from sluice.platform import current_platform
+
+    if current_platform().launcher.type != "local":
+        return
+    commands = []
+    for task in dag.tasks:
+        if isinstance(task, MLStepOperator):
+            commands.append(task.command)
+        elif _is_step_class(getattr(task, "operator_class", None)):  # mapped: .partial(command=...).expand(...)
+            commands.append(task.partial_kwargs.get("command", []))
+    local.warm_local_steps([command for command in commands if isinstance(command, list)])
+
+
 def run(dag: Any, conf: dict[str, Any] | None = None, logical_date: Any = None) -> Any:
     """``dag.test()`` through the LocalExecutor, tasks side by side; returns its DagRun."""
     # What every task process imports, imported once here: the executor's processes fork from this one.
@@ -164,6 +190,7 @@ def run(dag: Any, conf: dict[str, Any] | None = None, logical_date: Any = None) 
     if logical_date is not None:
         kwargs["logical_date"] = logical_date
     before = set(multiprocessing.active_children())
+    _warm_local_steps(dag)
     with contextlib.ExitStack() as stack:
         stack.enter_context(environment(settings))
         url = stack.enter_context(execution_api(task_ended))

@@ -283,6 +283,30 @@ def test_sluice_warm_steps_0_runs_the_step_as_a_process(home: Path, stand_in: Pa
     assert not (home / "warm").exists()
 
 
+def test_a_prestarted_runner_serves_the_first_step(home: Path, stand_in: Path) -> None:
+    """An embedded run or a Celery worker starts the runner before its first step (``warm.prestart``, a detached
+    helper process): the first step forks from that runner instead of starting one."""
+    from sluice.launchers import warm
+
+    assert warm.prestart(home)
+    deadline = time.monotonic() + 60
+    logs: list[Path] = []
+    while not (logs and "serving" in logs[0].read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        logs = list((home / "warm").glob("*.log"))
+    runner = int(logs[0].read_text().split()[2])  # "warm runner <pid> serving <socket> ..."
+    _, parent, *_ = whoami(stand_in)
+    assert parent == runner
+
+
+def test_no_runner_is_prestarted_with_warm_steps_off(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sluice.launchers import warm
+
+    monkeypatch.setenv("SLUICE_WARM_STEPS", "0")
+    assert not warm.prestart(home)
+    assert not (home / "warm").exists()
+
+
 def test_a_warm_step_gets_the_launchers_cores_thread_pools_and_its_env(home: Path, stand_in: Path) -> None:
     cpus = min(2, len(os.sched_getaffinity(0)))
     step = step_run(["sluice-step", "whoami"], env_of(stand_in, MARK="marked"), Profile(cpu=str(cpus)))
@@ -344,3 +368,29 @@ def test_the_runner_loads_openmp_with_the_passive_wait_policy_steps_get(home: Pa
 def test_a_step_asking_for_another_openmp_wait_policy_runs_as_a_process(home: Path, stand_in: Path) -> None:
     _, lines = launch(step_run(["sluice-step", "hello"], env_of(stand_in, OMP_WAIT_POLICY="ACTIVE")))
     assert "as a process" in started_how(lines)
+
+
+def test_a_warm_steps_status_shows_only_once_its_reader_is_done_with_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher closes a step's status pipe once ``poll()`` shows the status, so the thread that reads it must
+    have written to the pipe by then (it once wrote after: EBADF, or into whatever file had taken that number)."""
+    import socket
+
+    from sluice.launchers import warm
+
+    ours, runner = socket.socketpair()
+    real_write = os.write
+    status_when_written: list[int | None] = []
+
+    def write(fd: int, data: bytes) -> int:
+        if fd == step._done_w:
+            status_when_written.append(step.returncode)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    step = warm.WarmStep(ours, 12345, b"", ["sluice-step", "x"])
+    runner.sendall(b'{"exit": 3}\n')
+    assert step.wait(timeout=10) == 3
+    assert step.poll() == 3
+    step.close()
+    runner.close()
+    assert status_when_written == [None]

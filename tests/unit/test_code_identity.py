@@ -7,7 +7,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from sluice import module_closure
 from sluice.code_identity import of_image, of_local_command, python_files
+from sluice.launchers.local import warm_code_identity
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT_STEP = REPO / "tests" / "operators" / "steps" / "contract_step.py"
@@ -128,3 +130,37 @@ def test_a_command_that_is_not_found_turns_caching_off_saying_why() -> None:
     identity = of_local_command(["no-such-step-command", "train"], LAUNCHER_PATH)
     assert identity.value is None
     assert identity.about == "command 'no-such-step-command' is not found on the launcher's PATH"
+
+
+def test_a_process_forked_after_warming_names_a_step_without_reading_or_parsing_a_file(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The embedded run warms the caches before the executor forks its task processes (``warm_code_identity``): a
+    task process then only stats the package's files (~1 ms instead of ~30 ms), and an edit still counts."""
+    package = _stepkit(tmp_path, monkeypatch, "stepkit_warm")
+    command = [sys.executable, "-m", "stepkit_warm", "featurize"]
+    warm_code_identity([command])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the task process: a file read or a parse fails it
+        code = 1
+        try:
+
+            def refuse(*_: object, **__: object) -> None:
+                raise AssertionError("the warm caches should have served this")
+
+            module_closure._read_imports = refuse  # type: ignore[assignment]
+            Path.open = refuse  # type: ignore[assignment,method-assign]
+            os.write(write, str(of_local_command(command, LAUNCHER_PATH).value).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    in_task = os.read(read, 200).decode()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked process read or parsed a file"
+    warmed = of_local_command(command, LAUNCHER_PATH).value
+    assert in_task == warmed
+    (package / "featurize.py").write_text("from stepkit_warm.shared import VERSION\nSCALE = 3\n")
+    assert of_local_command(command, LAUNCHER_PATH).value != warmed

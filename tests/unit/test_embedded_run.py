@@ -1,4 +1,5 @@
-"""When an embedded run goes side by side, and the one dag.test() wait it shortens (sluice.embedded_run, compat)."""
+"""When an embedded run goes side by side, what it warms before its tasks fork, and the dag.test() wait it shortens
+(sluice.embedded_run, compat)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 from sluice import compat, embedded_run
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_parallelism_defaults_to_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,3 +59,31 @@ def test_only_the_runner_threads_one_second_sleeps_are_replaced() -> None:
     assert waited == [1]
     assert other == [1.0]  # another thread's sleep(1) really slept
     assert time.sleep.__module__ == "time"  # restored
+
+
+def test_before_its_tasks_fork_an_embedded_run_warms_every_step_command_of_its_dag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runner is started and each step command's code identity cached in the process the executor forks its
+    task processes from, mapped steps (``.partial(command=...)``) included."""
+    from sluice.launchers import local, warm
+    from sluice.runs import load_dag
+
+    warmed: list[list[str]] = []
+    started: list[Path] = []
+    monkeypatch.setattr(local, "warm_code_identity", lambda commands: warmed.extend(commands))
+    monkeypatch.setattr(warm, "prestart", lambda home: bool(started.append(home)))
+    embedded_run._warm_local_steps(load_dag("sharded_training", REPO / "dags"))
+    steps = ["featurize_shard", "ingest_shard", "merge_stats", "pick_champion", "score_shard", "train_sample"]
+    assert sorted(warmed) == [["sluice-step", step] for step in [*steps, "train_sgd"]]
+    assert len(started) == 1
+
+
+def test_no_local_step_is_warmed_for_another_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sluice.platform
+    from sluice.launchers import warm
+
+    on_a_cluster = SimpleNamespace(launcher=SimpleNamespace(type="kubernetes"))
+    monkeypatch.setattr(sluice.platform, "current_platform", lambda: on_a_cluster)
+    monkeypatch.setattr(warm, "prestart", lambda home: pytest.fail("a runner was started"))
+    embedded_run._warm_local_steps(SimpleNamespace(tasks=[]))

@@ -48,5 +48,27 @@ def report_modules(names: list[str], out: str) -> None:
         "loaded": {name: name in sys.modules for name in names},
         "frozen": gc.get_freeze_count(),
         "mappers_configured": not any(registry._new_mappers for registry in mapperlib._mapper_registries),
+        "steps_named_from_inherited_caches": _steps_named_without_reading(),
     }
     Path(out).write_text(json.dumps(report))
+
+
+def _steps_named_without_reading() -> bool:
+    """Whether every shipped step's code identity comes from caches this process inherited: no step package file
+    is read or parsed (a local stack's worker fills them before its pool forks, sluice.worker.preload)."""
+    from sluice import module_closure
+    from sluice.code_identity import of_local_command
+    from sluice.launchers.local import shipped_step_commands
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("not served from the inherited caches")
+
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    kept = module_closure._read_imports, Path.open
+    module_closure._read_imports, Path.open = refuse, refuse  # type: ignore[assignment,method-assign]
+    try:
+        return all(of_local_command(command, search).value for command in shipped_step_commands())
+    except AssertionError:
+        return False
+    finally:
+        module_closure._read_imports, Path.open = kept  # type: ignore[method-assign]

@@ -22,6 +22,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -81,6 +82,35 @@ def _tree_rss(proc: psutil.Process) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total
+
+
+def warm_local_steps(commands: Iterable[Sequence[str]] | None = None) -> None:
+    """What a process that forks task processes does first, with the local launcher (the embedded run, a Celery
+    worker's preload): start the warm step runner, and fill the code-identity caches for ``commands`` (default:
+    every step the shipped step images describe) so that each task process inherits them."""
+    warm.prestart(sluice_home())
+    warm_code_identity(shipped_step_commands() if commands is None else commands)
+
+
+def shipped_step_commands() -> list[list[str]]:
+    """``<entrypoint> <step>`` for every step of the step images whose specs ship with Sluice."""
+    from sluice import specs
+
+    commands = []
+    for image in specs.shipped_images():
+        found = specs.image_specs(image)
+        if found is not None:
+            commands += [[found.entrypoint, name] for name in found.steps]
+    return commands
+
+
+def warm_code_identity(commands: Iterable[Sequence[str]]) -> None:
+    """Fill this process's code-identity caches (file hashes, import closures, entry points) for these step
+    commands, so the task processes forked from it later start with them: ~30 ms less of every step task's
+    start on the embedded run. The caches check each file's stat signature, so an edit still counts."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    for command in {tuple(command) for command in commands if command}:
+        of_local_command(list(command), path)
 
 
 def _not_found(step: StepRun) -> StepFailed:

@@ -184,6 +184,7 @@ class WarmStep:
         self.args = list(argv)
         self.returncode: int | None = None
         self.lost = False  # the runner went away without an exit status (its children die with it)
+        self._code: int | None = None  # the status, once known; returncode follows when the reader is done
         self._sock = sock
         self._done_r, self._done_w = os.pipe()
         # A thread reads the exit status; poll() and wait() only look at a pipe, so they are safe to call from a
@@ -203,8 +204,11 @@ class WarmStep:
         if code is None:
             self.lost = True
             code = -signal.SIGKILL
-        self.returncode = code
+        self._code = code
         os.write(self._done_w, b"x")
+        # Last: poll() seeing the status is what lets close() close the pipe, so this thread must be done with it
+        # (written to a closed descriptor, or to whatever file took its number, otherwise).
+        self.returncode = code
 
     def poll(self) -> int | None:
         return self.returncode
@@ -214,8 +218,9 @@ class WarmStep:
             ready, _, _ = select.select([self._done_r], [], [], timeout)
             if not ready:
                 raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        assert self.returncode is not None
-        return self.returncode
+        assert self._code is not None  # set before the pipe was written: the reader is done with it
+        self.returncode = self._code
+        return self._code
 
     def close(self) -> None:
         """Hang up: a step still running is killed by the runner."""
@@ -266,6 +271,45 @@ def start_step(
     except BaseException:
         sock.close()
         raise
+
+
+def prestart(home: Path) -> bool:
+    """Start this environment's runner in the background, so the first steps find it warm instead of each waiting
+    ~1.2 s for its imports (issue #29: a run's first two shard steps paid it). A detached helper process starts it,
+    not a thread here: the runner's start lock must not be held by a process that forks task processes (the
+    embedded run, a Celery worker). Returns at once (the helper's parent exits after its fork; the runner's start
+    goes on), False when warm steps are off or ``sluice-step`` is not installed beside this interpreter."""
+    if not enabled(os.environ):
+        return False
+    bin_dir = str(Path(sys.executable).parent)
+    script = entry_script([ENTRY_POINT], os.pathsep.join([bin_dir, os.environ.get("PATH", "")]))
+    if script is None:
+        return False
+    code = (
+        "import os, sys\n"
+        "if os.fork():\n    os._exit(0)\n"  # the caller reaps this process at once; the helper is nobody's child
+        "from sluice.launchers.warm import ensure_runner\nensure_runner(*sys.argv[1:])"
+    )
+    try:
+        subprocess.run(
+            [sys.executable, "-P", "-c", code, str(home), str(script)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,  # a Ctrl-C meant for the run does not cut the runner's start short
+            timeout=START_SECONDS,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False  # the first step starts the runner itself, or says why it cannot
+    return True
+
+
+def ensure_runner(home: str, script: str) -> None:
+    """The runner for ``script`` is serving when this returns (``prestart``'s helper): started unless it was."""
+    with contextlib.suppress(Unavailable):  # the first step then says why, and runs as a process
+        _connect_or_start(runner_dir(Path(home)), runner_key(Path(script)), Path(script)).close()
 
 
 def _connect(path: Path) -> socket.socket | None:

@@ -6,7 +6,10 @@ Sluice's own operator) is imported again by every single task. Celery's ``import
 module, so it runs before the pool forks and every task inherits the modules ready-made. It also configures
 SQLAlchemy's ORM mappers here: otherwise each pool process does it at its first Celery result write (the
 result backend is an ORM model), and Airflow's hook on that event imports all of Airflow's models, ~0.25 s of
-CPU per pool process and pages no longer shared. ``gc.freeze()`` then moves what is loaded out of the
+CPU per pool process and pages no longer shared. With the local launcher (the local stack) it also starts
+the warm step runner and fills the code-identity caches of the shipped steps
+(``sluice.launchers.local.warm_local_steps``): each task would otherwise hash and parse the step package's
+files again, ~30 ms. ``gc.freeze()`` then moves what is loaded out of the
 collector's reach, so children do not touch (and copy) those pages.
 
 The list comes from ``SLUICE_WORKER_PRELOAD`` (comma-separated; the chart's ``tuning.workerPreload``).
@@ -39,7 +42,10 @@ def preload(modules: list[str]) -> None:
         # Parsed once here rather than by every task's DAG file (the routing policy reads it per task).
         from sluice.platform import current_platform
 
-        current_platform()
+        if current_platform().launcher.type == "local":  # the local stack: steps run beside the worker
+            from sluice.launchers.local import warm_local_steps
+
+            warm_local_steps()
     if modules:
         configure_orm()
         gc.freeze()
