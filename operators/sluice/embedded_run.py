@@ -143,28 +143,21 @@ def _stop_workers(before: set[multiprocessing.process.BaseProcess]) -> None:
             worker.join(timeout=5)
 
 
-def _is_step_class(cls: Any) -> bool:
-    from sluice.operators import MLStepOperator
-
-    return isinstance(cls, type) and issubclass(cls, MLStepOperator)
-
-
 def _warm_local_steps(dag: Any) -> None:
     """With the local launcher: its warm step runner starts while the run's first (Airflow) tasks run, and this
     process's code-identity caches are filled for the DAG's step commands (the task processes fork from it)."""
     from sluice.launchers import local
-    from sluice.operators import MLStepOperator
+    from sluice.operators import MLStepOperator, is_mapped_step
     from sluice.platform import current_platform
+    from sluice.specs import literal_values
 
-    if current_platform().launcher.type != "local":
-        return
     commands = []
     for task in dag.tasks:
         if isinstance(task, MLStepOperator):
             commands.append(task.command)
-        elif _is_step_class(getattr(task, "operator_class", None)):  # mapped: .partial(command=...).expand(...)
-            commands.append(task.partial_kwargs.get("command", []))
-    local.warm_local_steps([command for command in commands if isinstance(command, list)])
+        elif is_mapped_step(task):  # its .partial() or literal .expand() commands
+            commands += [command for command, _ in literal_values(task, "command", None) or []]
+    local.warm_local_steps(current_platform(), [command for command in commands if isinstance(command, list)])
 
 
 def run(dag: Any, conf: dict[str, Any] | None = None, logical_date: Any = None) -> Any:

@@ -374,6 +374,13 @@ class MLStepOperator(BaseOperator):
             self._launcher.on_kill()
 
 
+def is_mapped_step(task: Any) -> bool:
+    """Whether ``task`` is a mapped MLStepOperator (``.partial().expand()``): built only when each instance runs,
+    so what is known of it at parse is in its ``.partial()`` and literal ``.expand()`` arguments."""
+    operator_class = getattr(task, "operator_class", None)
+    return isinstance(operator_class, type) and issubclass(operator_class, MLStepOperator)
+
+
 def _reads(value: Any, task_id: str, key: str) -> bool:
     """Whether an (unrendered) input reads ``task_id``'s output ``key``: an XComArg, or a list holding one."""
     if isinstance(value, list | tuple):

@@ -32,12 +32,11 @@ def _placeholder_inputs(task: Any) -> dict[str, Any]:
 def _step_task(task: Any) -> Any:
     """The MLStepOperator behind a task; a mapped one is built from its .partial() arguments, with
     what it expands shown as ``<mapped>`` (the profile falls back to the partial's or ``default``)."""
-    from sluice.operators import MLStepOperator
+    from sluice.operators import MLStepOperator, is_mapped_step
 
     if isinstance(task, MLStepOperator):
         return task
-    operator_class = getattr(task, "operator_class", None)
-    if not (isinstance(operator_class, type) and issubclass(operator_class, MLStepOperator)):
+    if not is_mapped_step(task):
         raise TypeError(
             f"task {task.task_id!r} is a {type(task).__name__}, not an MLStepOperator: it launches no step pod"
         )
@@ -46,7 +45,7 @@ def _step_task(task: Any) -> Any:
     kwargs.setdefault("step_params", {"<mapped>": "expanded at run time, one set per mapped instance"})
     kwargs["inputs"] = {name: _placeholder(value) for name, value in kwargs.get("inputs", {}).items()}
     with unchecked():  # its mapped values are placeholders; the policy checked what is known of them
-        return operator_class(task_id=task.task_id, **kwargs)  # standalone: in no DAG
+        return task.operator_class(task_id=task.task_id, **kwargs)  # standalone: in no DAG
 
 
 def pod_manifest(dag_id: str, task_id: str, dags_folder: Path, platform: Platform | None = None) -> dict[str, Any]:

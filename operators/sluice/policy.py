@@ -62,11 +62,9 @@ def profile_problem(task: Any, platform: Platform) -> str | None:
     An unmapped step checks its profile when it is built (``MLStepOperator.__init__``); a mapped one is built
     only when it runs, so its ``.partial()`` and literal ``.expand()`` values are checked here, at import.
     """
-    from sluice.operators import MLStepOperator
+    from sluice.operators import MLStepOperator, is_mapped_step
 
-    operator_class = getattr(task, "operator_class", None)
-    mapped_step = isinstance(operator_class, type) and issubclass(operator_class, MLStepOperator)
-    if isinstance(task, MLStepOperator) or not mapped_step:
+    if isinstance(task, MLStepOperator) or not is_mapped_step(task):
         return None
     for profile, where in literal_profiles(task):
         if isinstance(profile, str) and profile not in platform.profiles:
@@ -83,12 +81,10 @@ def step_problem(task: Any, platform: Platform) -> str | None:
     An unmapped step checks its spec when it is built (``MLStepOperator.__init__``); a mapped one is built only
     when it runs, so its ``.partial()`` and literal ``.expand()`` values are checked here.
     """
-    from sluice.operators import MLStepOperator
+    from sluice.operators import MLStepOperator, is_mapped_step
     from sluice.specs import mapped_step_problem
 
-    operator_class = getattr(task, "operator_class", None)
-    mapped_step = isinstance(operator_class, type) and issubclass(operator_class, MLStepOperator)
-    if isinstance(task, MLStepOperator) or not mapped_step:
+    if isinstance(task, MLStepOperator) or not is_mapped_step(task):
         return None
     return mapped_step_problem(task, platform)
 

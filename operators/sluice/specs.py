@@ -236,7 +236,7 @@ def describe_problems(where: str, call: StepCall, problems: list[str]) -> str:
     return f"{where}: step {call.step!r} of image {call.image!r}: {'; '.join(problems)}"
 
 
-def _variants(task: Any, field: str, default: Any) -> list[tuple[Any, str]] | None:
+def literal_values(task: Any, field: str, default: Any) -> list[tuple[Any, str]] | None:
     """A mapped task's values of one argument known at parse, each with where it was given; None when a value is
     known only at run time (mapped from an upstream task's output)."""
     partial = task.partial_kwargs
@@ -260,7 +260,7 @@ def mapped_step_problem(task: Any, platform: Platform) -> str | None:
     is checked when it is built (``MLStepOperator.__init__``); a mapped one only when each instance runs, so its
     ``.partial()`` and literal ``.expand()`` values are checked here, at import (the policy, ``sluice check``)."""
     where = f"task {task.dag_id}.{task.task_id}"
-    images, commands = _variants(task, "image", None), _variants(task, "command", None)
+    images, commands = literal_values(task, "image", None), literal_values(task, "command", None)
     if not images or not commands or len(images) != 1 or len(commands) != 1:
         return None
     call = step_call(images[0][0], commands[0][0], platform)
@@ -271,8 +271,8 @@ def mapped_step_problem(task: Any, platform: Platform) -> str | None:
     if not call.spec.pure and task.partial_kwargs.get("cache") is True:
         impure = f"cache=True, but the step is impure ({call.spec.effects}): it is never cached"
         return describe_problems(f"{where} (.partial())", call, [impure])
-    fields = {"step_params": _variants(task, "step_params", {}), "inputs": _variants(task, "inputs", {})}
-    fields["outputs"] = _variants(task, "outputs", {})
+    fields = {"step_params": literal_values(task, "step_params", {}), "inputs": literal_values(task, "inputs", {})}
+    fields["outputs"] = literal_values(task, "outputs", {})
     for field, variants in fields.items():
         for value, given in variants or []:
             args = {name: None for name in fields} | {field: value}

@@ -288,7 +288,7 @@ def test_a_prestarted_runner_serves_the_first_step(home: Path, stand_in: Path) -
     helper process): the first step forks from that runner instead of starting one."""
     from sluice.launchers import warm
 
-    assert warm.prestart(home)
+    assert warm.prestart(home, str(Path(sys.executable).parent))
     deadline = time.monotonic() + 60
     logs: list[Path] = []
     while not (logs and "serving" in logs[0].read_text()) and time.monotonic() < deadline:
@@ -303,7 +303,7 @@ def test_no_runner_is_prestarted_with_warm_steps_off(home: Path, monkeypatch: py
     from sluice.launchers import warm
 
     monkeypatch.setenv("SLUICE_WARM_STEPS", "0")
-    assert not warm.prestart(home)
+    assert not warm.prestart(home, str(Path(sys.executable).parent))
     assert not (home / "warm").exists()
 
 

@@ -72,7 +72,7 @@ def test_before_its_tasks_fork_an_embedded_run_warms_every_step_command_of_its_d
     warmed: list[list[str]] = []
     started: list[Path] = []
     monkeypatch.setattr(local, "warm_code_identity", lambda commands: warmed.extend(commands))
-    monkeypatch.setattr(warm, "prestart", lambda home: bool(started.append(home)))
+    monkeypatch.setattr(warm, "prestart", lambda home, path: bool(started.append(home)))
     embedded_run._warm_local_steps(load_dag("sharded_training", REPO / "dags"))
     steps = ["featurize_shard", "ingest_shard", "merge_stats", "pick_champion", "score_shard", "train_sample"]
     assert sorted(warmed) == [["sluice-step", step] for step in [*steps, "train_sgd"]]
@@ -85,5 +85,5 @@ def test_no_local_step_is_warmed_for_another_launcher(monkeypatch: pytest.Monkey
 
     on_a_cluster = SimpleNamespace(launcher=SimpleNamespace(type="kubernetes"))
     monkeypatch.setattr(sluice.platform, "current_platform", lambda: on_a_cluster)
-    monkeypatch.setattr(warm, "prestart", lambda home: pytest.fail("a runner was started"))
+    monkeypatch.setattr(warm, "prestart", lambda home, path: pytest.fail("a runner was started"))
     embedded_run._warm_local_steps(SimpleNamespace(tasks=[]))

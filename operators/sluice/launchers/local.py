@@ -84,11 +84,18 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def warm_local_steps(commands: Iterable[Sequence[str]] | None = None) -> None:
-    """What a process that forks task processes does first, with the local launcher (the embedded run, a Celery
-    worker's preload): start the warm step runner, and fill the code-identity caches for ``commands`` (default:
-    every step the shipped step images describe) so that each task process inherits them."""
-    warm.prestart(sluice_home())
+def step_path(path: str) -> str:
+    """The PATH a local step gets: this interpreter's scripts (``sluice-step``) first, then ``path``."""
+    return os.pathsep.join([str(Path(sys.executable).parent), path])
+
+
+def warm_local_steps(platform: Platform, commands: Iterable[Sequence[str]] | None = None) -> None:
+    """What a process that forks task processes does first when ``platform``'s launcher is this one (the embedded
+    run, a Celery worker's preload): start the warm step runner, and fill the code-identity caches for
+    ``commands`` (default: every step the shipped step images describe) so that each task process inherits them."""
+    if platform.launcher.type != "local":
+        return
+    warm.prestart(sluice_home(), step_path(os.environ.get("PATH", "")))
     warm_code_identity(shipped_step_commands() if commands is None else commands)
 
 
@@ -108,7 +115,7 @@ def warm_code_identity(commands: Iterable[Sequence[str]]) -> None:
     """Fill this process's code-identity caches (file hashes, import closures, entry points) for these step
     commands, so the task processes forked from it later start with them: ~30 ms less of every step task's
     start on the embedded run. The caches check each file's stat signature, so an edit still counts."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    path = step_path(os.environ.get("PATH", ""))
     for command in {tuple(command) for command in commands if command}:
         of_local_command(list(command), path)
 
@@ -168,8 +175,7 @@ class LocalLauncher:
 
     def _env(self, step: StepRun, cpus: int) -> dict[str, str]:
         env = dict(os.environ)
-        bin_dir = str(Path(sys.executable).parent)
-        env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+        env["PATH"] = step_path(env.get("PATH", ""))
         env.update({name: str(cpus) for name in THREAD_ENV})
         # Steps share a laptop's cores, unlike pods: OpenMP threads that spin while they wait (libgomp's default)
         # starve the step beside them. Measured here: two histogram gradient boosting fits side by side, 2 threads

@@ -273,16 +273,16 @@ def start_step(
         raise
 
 
-def prestart(home: Path) -> bool:
+def prestart(home: Path, path: str) -> bool:
     """Start this environment's runner in the background, so the first steps find it warm instead of each waiting
     ~1.2 s for its imports (issue #29: a run's first two shard steps paid it). A detached helper process starts it,
     not a thread here: the runner's start lock must not be held by a process that forks task processes (the
     embedded run, a Celery worker). Returns at once (the helper's parent exits after its fork; the runner's start
-    goes on), False when warm steps are off or ``sluice-step`` is not installed beside this interpreter."""
+    goes on), False when warm steps are off or ``sluice-step`` (looked up on the steps' ``path``) is not installed
+    beside this interpreter."""
     if not enabled(os.environ):
         return False
-    bin_dir = str(Path(sys.executable).parent)
-    script = entry_script([ENTRY_POINT], os.pathsep.join([bin_dir, os.environ.get("PATH", "")]))
+    script = entry_script([ENTRY_POINT], path)
     if script is None:
         return False
     code = (

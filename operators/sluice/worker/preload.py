@@ -39,13 +39,12 @@ def preload(modules: list[str]) -> None:
                 "fix or remove it in the chart's tuning.workerPreload"
             ) from exc
     if "sluice.operators" in modules:
-        # Parsed once here rather than by every task's DAG file (the routing policy reads it per task).
+        from sluice.launchers.local import warm_local_steps
         from sluice.platform import current_platform
 
-        if current_platform().launcher.type == "local":  # the local stack: steps run beside the worker
-            from sluice.launchers.local import warm_local_steps
-
-            warm_local_steps()
+        # Parsed once here rather than by every task's DAG file (the routing policy reads it per task); with the
+        # local launcher (the local stack, steps beside the worker) the warm runner and step identities too.
+        warm_local_steps(current_platform())
     if modules:
         configure_orm()
         gc.freeze()
