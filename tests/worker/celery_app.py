@@ -58,12 +58,12 @@ def _steps_named_without_reading() -> bool:
     is read or parsed (a local stack's worker fills them before its pool forks, sluice.worker.preload)."""
     from sluice import module_closure
     from sluice.code_identity import of_local_command
-    from sluice.launchers.local import shipped_step_commands
+    from sluice.launchers.local import shipped_step_commands, step_path
 
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("not served from the inherited caches")
 
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    search = step_path(os.environ.get("PATH", ""))
     kept = module_closure._read_imports, Path.open
     module_closure._read_imports, Path.open = refuse, refuse  # type: ignore[assignment,method-assign]
     try:
