@@ -25,13 +25,21 @@ demo: setup
 
 # The images first where an engine is (or can be installed: root + apt), so the container tests find them; where
 # none is, one line says so and those tests skip (or fail, under SLUICE_REQUIRE_CONTAINERS=1: for CI).
+# Then two runs: everything else on both cores (pytest-xdist; a file stays on one worker, so its module fixtures run
+# once), then, one at a time, the directories that start whole stacks, the chart's install or a kind cluster (two at
+# once on 2 cores would time out). Both always run; make test fails if either fails (or collects nothing: exit 5).
+HEAVY_TESTS := tests/integration tests/chart_runtime tests/kind
 test: setup
 	$(BIN)/python tools/images.py build --if-possible
-	$(BIN)/pytest
+	status=0; \
+	$(BIN)/pytest -n 2 --dist loadfile $(HEAVY_TESTS:%=--ignore=%) || status=1; \
+	$(BIN)/pytest $(HEAVY_TESTS) || status=1; \
+	exit $$status
 
-# Fast feedback (README, Tests): no stacks, no chart runtime, no full demos or pipeline runs, no real workers.
+# Fast feedback (README, Tests): no stacks, no chart runtime, no full demos or pipeline runs, no real workers; on both
+# cores (pytest-xdist, a file per worker at a time).
 test-fast: setup
-	$(BIN)/pytest -m "not integration and not slow"
+	$(BIN)/pytest -m "not integration and not slow" -n 2 --dist loadfile
 
 # The chart, run: `helm template` output of the default values executed as local processes (only the kubelet
 # replaced), its bundled PostgreSQL and Redis included; prints what each check proved. Part of `make test` too.

@@ -5,11 +5,13 @@ The environment must be set before anything imports Airflow, hence at conftest i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,8 +39,59 @@ LONG_TIMEOUTS = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # GNU readline (pytest imports it) puts COLUMNS=80 and LINES into the C environment, not into os.environ: every
+    # child inherits them, pytest-xdist's workers too, where os.environ then has COLUMNS=80 and Rich consoles made at
+    # import (sluice.stack.commands) wrap at 80 instead of 200. What the user did not set goes before any child starts.
+    for name in ("COLUMNS", "LINES"):
+        if name not in os.environ:
+            os.unsetenv(name)
+    # Under pytest-xdist (`-n`), helm and helm3 are fetched into .tools/bin once, here in the controller, before
+    # any worker starts: two workers fetching them at once would share one download folder and one temp file name.
+    # Where the fetch fails, the chart tests say why, as without xdist.
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        from tools.ensure_helm import helm3_path, helm_path
+
+        with contextlib.suppress(Exception):
+            if not os.environ.get("HELM"):
+                helm_path()
+            helm3_path()
+
+
+# pytest-xdist's `--dist loadfile` (make test, make test-fast) keeps a file on one worker, so its module fixtures run
+# once. These files share one session fixture as well (one training run of the example pipeline,
+# tests/pipelines/conftest.py): they go to one worker together, or each worker would run it.
+SAME_WORKER = {
+    "trained": (
+        "tests/pipelines/test_batch_scoring_and_backfill.py",
+        "tests/pipelines/test_ml_training_pipeline.py",
+        "tests/pipelines/test_pipelines_in_containers.py",
+    ),
+}
+_SCOPE_OF_FILE = {file: f"session fixture {name}" for name, files in SAME_WORKER.items() for file in files}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist") != "loadfile":
+        return None  # xdist's own scheduler
+    from xdist.scheduler import LoadFileScheduling
+
+    # pytest_xdist_make_scheduler is xdist's public hook; _split_scope is the method its own schedulers override to
+    # group tests (loadfile, loadgroup). Should a later xdist (pinned: 3.8.0) stop calling it, this is plain loadfile:
+    # each worker that gets one of these files runs the training once, slower but just as correct.
+    class SharedFixtureFileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return _SCOPE_OF_FILE.get(file, file)
+
+    return SharedFixtureFileScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        for name, files in SAME_WORKER.items():
+            if name in getattr(item, "fixturenames", ()) and item.nodeid.split("::", 1)[0] not in files:
+                raise pytest.UsageError(f"{item.nodeid} uses the session fixture {name}: add its file to SAME_WORKER")
         if item.get_closest_marker("timeout") is not None:
             continue
         for folder, seconds in LONG_TIMEOUTS.items():

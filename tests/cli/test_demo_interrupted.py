@@ -7,10 +7,13 @@ own and the test sends the SIGINT to that group once a step is running.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -49,8 +52,17 @@ def is_step(proc: psutil.Process) -> bool:
         return False
 
 
-def test_ctrl_c_stops_the_demo_and_every_task_it_started(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A SLUICE_HOME short enough for the warm runner's socket to live in it ($SLUICE_HOME/warm). Under a longer one
+    (pytest-xdist's tmp_path adds popen-gwN/) the socket goes to the shared /tmp/sluice-warm-<uid>, where a runner
+    another test started (same key, another home) would run this demo's steps: outside ``started_by(home)``."""
+    directory = Path(tempfile.mkdtemp(prefix="sluice-int-", dir="/tmp"))
+    yield directory / "home"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_ctrl_c_stops_the_demo_and_every_task_it_started(home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_"))}
     env |= {"SLUICE_HOME": str(home), "COLUMNS": "200", "SLUICE_PARALLELISM": "2"}
     demo = subprocess.Popen(
