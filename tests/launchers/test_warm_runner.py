@@ -394,3 +394,13 @@ def test_a_warm_steps_status_shows_only_once_its_reader_is_done_with_the_pipe(mo
     step.close()
     runner.close()
     assert status_when_written == [None]
+
+
+def test_a_step_that_ended_and_was_reaped_before_the_launcher_looks_is_no_launcher_error() -> None:
+    """A warm step's parent is the runner: a step that ends at once can be reaped before the launcher watches its
+    pid (psutil then finds no such process). The watch ends on the step's exit status, not on that."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()  # reaped: its pid names no process any more
+    with pytest.raises(psutil.NoSuchProcess):
+        psutil.Process(done.pid)
+    assert LocalLauncher(load_platform())._watch(done, limit=2**30, timeout=None) == (0, None, "")

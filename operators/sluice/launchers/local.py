@@ -281,12 +281,15 @@ class LocalLauncher:
         return proc, open(out_r, encoding=None), open(err_r, encoding=None), "in the warm runner"
 
     def _watch(self, proc: StepProcess, limit: int, timeout: int | None) -> tuple[int, FailureKind | None, str]:
-        watched = psutil.Process(proc.pid)
+        try:
+            watched: psutil.Process | None = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:  # a warm step that already ended: its runner, not this process, reaped it
+            watched = None
         started = time.monotonic()
         peak = 0
         while proc.poll() is None:
             try:
-                rss = _tree_rss(watched)
+                rss = _tree_rss(watched) if watched is not None else 0
             except psutil.NoSuchProcess:
                 rss = 0
             peak = max(peak, rss)
