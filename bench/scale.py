@@ -350,6 +350,26 @@ def step_seconds(task: dict[str, Any]) -> float | None:
 
 def overheads(run: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per shard step: median task-start→step-start, step-end→task-end and step seconds, and the overhead share."""
+    from sluice.runs import RunOutcome, TaskOutcome
+
+    outcome = RunOutcome(
+        DAG,
+        run.get("run_id", ""),
+        run.get("state"),
+        [
+            TaskOutcome(
+                task["task_id"],
+                task["map_index"],
+                task["state"],
+                1,
+                task.get("result"),
+                datetime.fromisoformat(task["start"]) if task["start"] else None,
+                datetime.fromisoformat(task["end"]) if task["end"] else None,
+            )
+            for task in run["tasks"]
+        ],
+    )
+    handoffs = {handoff.task_id: handoff for handoff in outcome.handoffs()}
     out = {}
     for name in SHARD_STEPS:
         pre, post, own, cache = [], [], [], []
@@ -368,13 +388,15 @@ def overheads(run: dict[str, Any]) -> dict[str, dict[str, float]]:
             own.append(step_seconds(task) or 0.0)
         if own:
             share = (statistics.median(pre) + statistics.median(post)) / statistics.median(own)
+            handoff = handoffs.get(name)
             out[name] = {
                 "pre_s": statistics.median(pre),
                 "post_s": statistics.median(post),
                 "cache_s": statistics.median(cache),
                 "step_s": statistics.median(own),
                 "overhead_share": share,
-                "without_cache_share": share - statistics.median(cache) / statistics.median(own),
+                # what `sluice demo` prints for the step (sluice.runs.Handoff): one definition of the share
+                "without_cache_share": handoff.share if handoff else float("nan"),
             }
     return out
 

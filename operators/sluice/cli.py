@@ -255,6 +255,28 @@ def _print_outcome(outcome: RunOutcome) -> None:
         console.print(f"mapped steps: {outcome.mapped_count} ({counts})")
     else:
         console.print("mapped steps: 0")
+    _print_handoffs(outcome)
+
+
+def _print_handoffs(outcome: RunOutcome) -> None:
+    """What each mapped step's instances cost to start and finish against their work: the figure to size shards by
+    (docs/pipelines.md, "Shard size")."""
+    from sluice.runs import HANDOFF_SHARE
+
+    handoffs = outcome.handoffs()
+    if not handoffs:
+        return
+    console.print("hand-off per mapped step instance (medians; the task's start and end around its step):")
+    for handoff in handoffs:
+        line = (
+            f"  {handoff.task_id}: {handoff.handoff_seconds:.2f} s, {handoff.share:.0%} of its "
+            f"{handoff.step_seconds:.2f} s step ({handoff.instances} instance{'s' * (handoff.instances != 1)})"
+        )
+        if handoff.too_small:
+            growth = f"{handoff.growth:.1f}" if handoff.growth < 10 else f"{handoff.growth:.0f}"
+            work = f"~{growth}× the work per instance (e.g. rows per shard)"
+            line += f": over {HANDOFF_SHARE:.0%}; {work} brings it under"
+        console.print(line, soft_wrap=True)
 
 
 class Target(StrEnum):

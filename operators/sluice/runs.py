@@ -8,6 +8,7 @@ memory) are in tests/support/runs.py.
 from __future__ import annotations
 
 import importlib.util
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,10 @@ from typing import Any, cast
 
 from sluice import artifacts
 from sluice.errors import SluiceError
+
+# A mapped step's hand-off (its task's time that is not the step's own) above this share of the step's time:
+# its instances are too small for what each costs to start and finish (docs/pipelines.md, "Shard size").
+HANDOFF_SHARE = 0.10
 
 
 @dataclass
@@ -51,6 +56,28 @@ class TaskOutcome:
         return bool((self.result or {}).get("cache", {}).get("hit"))
 
     @property
+    def step_seconds(self) -> float | None:
+        """The step's own time, from its process's start to its result (the times its result records)."""
+        result = self.result or {}
+        if "started_at" not in result or "finished_at" not in result:
+            return None
+        finished, started = datetime.fromisoformat(result["finished_at"]), datetime.fromisoformat(result["started_at"])
+        return (finished - started).total_seconds()
+
+    @property
+    def handoff_seconds(self) -> float | None:
+        """The task's time that was not its step's: Airflow's task protocol (the task process's start, the DAG
+        parse, XCom, rendered fields, the state report) and the launcher's start and finish of the step. The step
+        cache's hashing is left out (a new file version's first digest is paid once, not per task); None for a
+        cache hit (no step ran) or a task that left no step times."""
+        step = self.step_seconds
+        if step is None or self.cache_hit or self.start_date is None or self.end_date is None:
+            return None
+        cache = (self.result or {}).get("cache") or {}
+        hashing = float(cache.get("key_seconds", 0.0)) + float(cache.get("store_seconds", 0.0))
+        return max(0.0, (self.end_date - self.start_date).total_seconds() - step - hashing)
+
+    @property
     def cache_state(self) -> str:
         """hit, miss, off (step opted out, cache disabled, or no code identity: a mutable image tag without
         cache_version; the reason is in the result's ``cache.off`` and the task log), or empty when the task
@@ -59,6 +86,29 @@ class TaskOutcome:
             return ""
         cache = self.result.get("cache", {})
         return "hit" if cache.get("hit") else ("miss" if cache.get("key") else "off")
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A mapped step's median hand-off against its instances' median step time."""
+
+    task_id: str
+    instances: int
+    handoff_seconds: float
+    step_seconds: float
+
+    @property
+    def share(self) -> float:
+        return self.handoff_seconds / self.step_seconds if self.step_seconds > 0 else float("inf")
+
+    @property
+    def too_small(self) -> bool:
+        return self.share > HANDOFF_SHARE
+
+    @property
+    def growth(self) -> float:
+        """How many times more work per instance (rows per shard) would bring the share to HANDOFF_SHARE."""
+        return self.share / HANDOFF_SHARE
 
 
 @dataclass
@@ -89,6 +139,21 @@ class RunOutcome:
     def mapped_count(self) -> int:
         """How many mapped task instances the run expanded to (all mapped tasks together)."""
         return sum(1 for t in self.tasks if t.map_index >= 0)
+
+    def handoffs(self) -> list[Handoff]:
+        """Per mapped step that ran (cache hits aside): what its instances' hand-off costs against their work."""
+        out = []
+        for task_id in sorted({t.task_id for t in self.tasks if t.map_index >= 0}):
+            pairs = [
+                (t.handoff_seconds, t.step_seconds)
+                for t in self.mapped(task_id)
+                if t.handoff_seconds is not None and t.step_seconds is not None
+            ]
+            if pairs:
+                handoff = statistics.median(h for h, _ in pairs)
+                step = statistics.median(s for _, s in pairs)
+                out.append(Handoff(task_id, len(pairs), handoff, step))
+        return out
 
     @property
     def succeeded(self) -> bool:

@@ -89,6 +89,8 @@ def test_demo_runs_the_sharded_pipeline_with_one_instance_per_shard_and_scores_e
     assert "peak memory / profile" in result.stdout
     assert re.search(r"ingest\[2\] .* success .* \d+ / 2048 MiB", result.stdout), "each step's peak beside its profile"
     assert re.search(r"champion .* roc_auc_sgd_out_of_core", result.stdout)
+    # 10 k-row shards are far too small for their hand-off: the summary says so, and by how much to grow them
+    assert re.search(r"  ingest: \d+\.\d\d s, \d+% of its \d+\.\d\d s step \(3 instances\): over 10%", result.stdout)
     (run,) = (home / "artifacts" / "sharded_training").iterdir()
     stats = json.loads((run / "stats" / "stats.json").read_text())
     scored = [pq.read_metadata(path).num_rows for path in sorted(run.glob("score/*/scores.parquet"))]
