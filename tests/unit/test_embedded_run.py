@@ -87,3 +87,33 @@ def test_no_local_step_is_warmed_for_another_launcher(monkeypatch: pytest.Monkey
     monkeypatch.setattr(sluice.platform, "current_platform", lambda: on_a_cluster)
     monkeypatch.setattr(warm, "prestart", lambda home, path: pytest.fail("a runner was started"))
     embedded_run._warm_local_steps(SimpleNamespace(tasks=[]))
+
+
+def _never_takes_its_stop_message() -> None:
+    """A task slot stuck for good (what hung one demo after its run had ended)."""
+    time.sleep(3600)
+
+
+def test_a_task_slot_that_never_stops_is_terminated_at_the_runs_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    import psutil
+    from airflow.executors.local_executor import LocalExecutor
+
+    monkeypatch.setattr(embedded_run, "STOP_SECONDS", 1.0)
+    executor = LocalExecutor(parallelism=1)
+    executor.start()  # with fork, its one slot starts here: a real worker that stops on its message
+    stuck = multiprocessing.get_context("fork").Process(target=_never_takes_its_stop_message, daemon=True)
+    stuck.start()
+    pid = stuck.pid
+    executor.workers[pid] = stuck
+    original = LocalExecutor.end
+    started = time.monotonic()
+    with embedded_run._bounded_executor_end():
+        done = threading.Thread(target=executor.end, daemon=True)
+        done.start()
+        done.join(timeout=60)
+    assert not done.is_alive(), "end() still waits on the stuck slot"
+    assert not psutil.pid_exists(pid), "terminated and reaped, not waited for"
+    assert time.monotonic() - started < 60
+    assert LocalExecutor.end is original, "Airflow's end() is back after the block"
