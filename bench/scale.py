@@ -41,11 +41,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from sluice.runs import TaskOutcome
 
 REPO = Path(__file__).resolve().parent.parent
 DAG = "sharded_training"
@@ -339,36 +342,30 @@ def on_stack(data: str, slots: int) -> dict[str, Any]:
 # Figures
 
 
+def task_outcome(task: dict[str, Any]) -> TaskOutcome:
+    """A collected task (``phase_collect``) as ``sluice.runs`` reads it: one reading of its step's times."""
+    from sluice.runs import TaskOutcome
+
+    return TaskOutcome(
+        task["task_id"],
+        task["map_index"],
+        task["state"],
+        1,
+        task.get("result"),
+        datetime.fromisoformat(task["start"]) if task["start"] else None,
+        datetime.fromisoformat(task["end"]) if task["end"] else None,
+    )
+
+
 def step_seconds(task: dict[str, Any]) -> float | None:
-    result = task.get("result") or {}
-    if "started_at" not in result:
-        return None
-    return (
-        datetime.fromisoformat(result["finished_at"]) - datetime.fromisoformat(result["started_at"])
-    ).total_seconds()
+    return task_outcome(task).step_seconds
 
 
 def overheads(run: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per shard step: median task-start→step-start, step-end→task-end and step seconds, and the overhead share."""
-    from sluice.runs import RunOutcome, TaskOutcome
+    from sluice.runs import RunOutcome
 
-    outcome = RunOutcome(
-        DAG,
-        run.get("run_id", ""),
-        run.get("state"),
-        [
-            TaskOutcome(
-                task["task_id"],
-                task["map_index"],
-                task["state"],
-                1,
-                task.get("result"),
-                datetime.fromisoformat(task["start"]) if task["start"] else None,
-                datetime.fromisoformat(task["end"]) if task["end"] else None,
-            )
-            for task in run["tasks"]
-        ],
-    )
+    outcome = RunOutcome(DAG, run.get("run_id", ""), run.get("state"), [task_outcome(task) for task in run["tasks"]])
     handoffs = {handoff.task_id: handoff for handoff in outcome.handoffs()}
     out = {}
     for name in SHARD_STEPS:

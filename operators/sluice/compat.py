@@ -61,6 +61,7 @@ class Feature(enum.Enum):
     POOL_LOAD = "pool load: the pool-load index and the local autoscaler"
     POD_DELETION_COST = "worker pod deletion cost"
     DAG_TEST_POLL = "embedded runs: dag.test's wait between scheduling passes"
+    EXECUTOR_END = "embedded runs: the LocalExecutor's stop at the run's end"
 
     def __str__(self) -> str:
         return self.value
@@ -362,6 +363,16 @@ def _probe_dag_test_sleep() -> None:
         raise Missing("DAG.test no longer waits between its scheduling passes with time.sleep(1)")
 
 
+def _probe_local_executor_end() -> None:
+    executor = importlib.import_module("airflow.executors.local_executor").LocalExecutor
+    started, ends = executor.start.__code__.co_names, executor.end.__code__.co_names
+    for name in ("workers", "activity_queue"):
+        if name not in started or name not in ends:
+            raise Missing(f"LocalExecutor.start/end no longer keep its task slots' {name}")
+    if "put" not in ends or "join" not in ends:
+        raise Missing("LocalExecutor.end no longer puts a stop message per task slot and joins it")
+
+
 ENTRIES: tuple[Private, ...] = (
     Private(
         "airflow.sdk.execution_time.supervisor.ActivitySubprocess._monitor_subprocess",
@@ -517,6 +528,14 @@ ENTRIES: tuple[Private, ...] = (
         "stock: each wait is 1 s, so each task a running one unblocks is queued up to 1 s later",
         _probe_dag_test_sleep,
     ),
+    Private(
+        "airflow.executors.local_executor.LocalExecutor.end, and the workers and activity_queue start() sets",
+        "the executor's stop: a None on activity_queue per live task slot in workers, then each joined, unbounded",
+        Feature.EXECUTOR_END,
+        (AIRFLOW_CORE,),
+        "stock: the run's end waits on every task slot with no timeout (one that never stops hangs the command)",
+        _probe_local_executor_end,
+    ),
 )
 
 
@@ -639,6 +658,43 @@ def dag_test_waits(wait: Callable[[float], None]) -> Iterator[bool]:
         yield True
     finally:
         time.sleep = sleep
+
+
+@contextlib.contextmanager
+def bounded_local_executor_end(seconds: float, stop: Callable[[list[Any]], None]) -> Iterator[bool]:
+    """While inside, ``LocalExecutor.end()`` (``dag.test()`` calls it once the run is over) gives each live task
+    slot ``seconds`` to take its stop message, then hands those still alive to ``stop`` with a warning naming
+    them (the embedded run terminates them); Airflow's own ``end()`` then finds none alive, closes the queues and
+    reads the last results as usual. Stock, it joins each slot with no timeout. Yields whether it took (with a
+    problem ``end()`` stays stock, after one warning)."""
+    if fallback_problem(Feature.EXECUTOR_END) is not None:
+        yield False
+        return
+    import time
+
+    from airflow.executors.local_executor import LocalExecutor
+
+    original = LocalExecutor.end
+
+    def end(self: Any) -> None:
+        alive = [proc for proc in self.workers.values() if proc.is_alive()]
+        for _ in alive:
+            self.activity_queue.put(None)  # Airflow's stop message: one per live slot, whichever takes it
+        deadline = time.monotonic() + seconds
+        for proc in alive:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [proc for proc in alive if proc.is_alive()]
+        if stuck:
+            pids = ", ".join(str(proc.pid) for proc in stuck)
+            log.warning("task slot(s) pid %s did not stop within %.0f s of the run's end: stopping them", pids, seconds)
+            stop(stuck)
+        original(self)
+
+    LocalExecutor.end = end  # type: ignore[method-assign]
+    try:
+        yield True
+    finally:
+        LocalExecutor.end = original  # type: ignore[method-assign]
 
 
 @functools.cache

@@ -130,50 +130,13 @@ def _supervisor_patches() -> Iterator[None]:
                 patch.module.uninstall()
 
 
-@contextlib.contextmanager
-def _bounded_executor_end() -> Iterator[None]:
-    """``LocalExecutor.end()``, which ``dag.test()`` calls once the run is over, joins each task slot with no
-    timeout: a slot that never takes its stop message hangs the command after the run has ended (seen once in ~20
-    demos on a loaded machine: every task had reported, the run was marked success, the demo never printed). Here
-    each slot gets STOP_SECONDS to take it, then is terminated with a warning naming it; Airflow's own ``end()``
-    then finds none alive and closes the queues and reads the last results as usual. An executor without the
-    ``workers`` and ``activity_queue`` it starts with is left to Airflow's ``end()`` alone."""
-    from airflow.executors.local_executor import LocalExecutor
-
-    original = LocalExecutor.end
-
-    def end(self: Any) -> None:
-        workers, queue = getattr(self, "workers", None), getattr(self, "activity_queue", None)
-        if isinstance(workers, dict) and queue is not None:
-            alive = [proc for proc in workers.values() if proc.is_alive()]
-            for _ in alive:
-                queue.put(None)  # Airflow's stop message: one per live slot, whichever takes it
-            deadline = time.monotonic() + STOP_SECONDS
-            for proc in alive:
-                proc.join(timeout=max(0.0, deadline - time.monotonic()))
-                if proc.is_alive():
-                    log.warning(
-                        "task slot pid %s did not stop within %.0f s of the run's end: terminating it",
-                        proc.pid,
-                        STOP_SECONDS,
-                    )
-                    proc.terminate()
-                    proc.join(timeout=5)
-                    if proc.is_alive():
-                        proc.kill()
-                        proc.join(timeout=5)
-        original(self)
-
-    LocalExecutor.end = end  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        LocalExecutor.end = original  # type: ignore[method-assign]
-
-
 def _stop_workers(before: set[multiprocessing.process.BaseProcess]) -> None:
     """Stop the executor processes an interrupted run leaves (their task processes die with them)."""
-    workers = [child for child in multiprocessing.active_children() if child not in before]
+    stop_slots([child for child in multiprocessing.active_children() if child not in before])
+
+
+def stop_slots(workers: list[multiprocessing.process.BaseProcess]) -> None:
+    """Terminate these task slots, SIGKILL what is left after STOP_SECONDS, and reap them."""
     if workers:
         log.warning("stopping the run's %d task slot(s) (at most %.0f s)", len(workers), STOP_SECONDS)
     for worker in workers:
@@ -233,7 +196,7 @@ def run(dag: Any, conf: dict[str, Any] | None = None, logical_date: Any = None) 
         stack.enter_context(environment({"AIRFLOW__CORE__EXECUTION_API_SERVER_URL": url}))
         stack.enter_context(_supervisor_patches())
         stack.enter_context(compat.dag_test_waits(wait))
-        stack.enter_context(_bounded_executor_end())
+        stack.enter_context(compat.bounded_local_executor_end(STOP_SECONDS, stop_slots))
         try:
             return dag.test(**kwargs)
         except BaseException:

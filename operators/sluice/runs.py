@@ -144,11 +144,8 @@ class RunOutcome:
         """Per mapped step that ran (cache hits aside): what its instances' hand-off costs against their work."""
         out = []
         for task_id in sorted({t.task_id for t in self.tasks if t.map_index >= 0}):
-            pairs = [
-                (t.handoff_seconds, t.step_seconds)
-                for t in self.mapped(task_id)
-                if t.handoff_seconds is not None and t.step_seconds is not None
-            ]
+            timed = [(t.handoff_seconds, t.step_seconds) for t in self.mapped(task_id)]  # each read once
+            pairs = [(handoff, step) for handoff, step in timed if handoff is not None and step is not None]
             if pairs:
                 handoff = statistics.median(h for h, _ in pairs)
                 step = statistics.median(s for _, s in pairs)

@@ -94,13 +94,12 @@ def _never_takes_its_stop_message() -> None:
     time.sleep(3600)
 
 
-def test_a_task_slot_that_never_stops_is_terminated_at_the_runs_end(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_task_slot_that_never_stops_is_terminated_at_the_runs_end() -> None:
     import multiprocessing
 
     import psutil
     from airflow.executors.local_executor import LocalExecutor
 
-    monkeypatch.setattr(embedded_run, "STOP_SECONDS", 1.0)
     executor = LocalExecutor(parallelism=1)
     executor.start()  # with fork, its one slot starts here: a real worker that stops on its message
     stuck = multiprocessing.get_context("fork").Process(target=_never_takes_its_stop_message, daemon=True)
@@ -109,7 +108,8 @@ def test_a_task_slot_that_never_stops_is_terminated_at_the_runs_end(monkeypatch:
     executor.workers[pid] = stuck
     original = LocalExecutor.end
     started = time.monotonic()
-    with embedded_run._bounded_executor_end():
+    with compat.bounded_local_executor_end(1.0, embedded_run.stop_slots) as took:
+        assert took, "the executor's stop checks out on the pinned Airflow"
         done = threading.Thread(target=executor.end, daemon=True)
         done.start()
         done.join(timeout=60)
